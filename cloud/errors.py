@@ -1,0 +1,97 @@
+"""The cloud service's errors and their gRPC status codes: the one place where the mapping lives.
+
+Every error the service raises carries its status code as a class attribute; built-in exceptions that reach the
+edge of an RPC are looked up along their MRO in :data:`STATUS_BY_TYPE`. :class:`ErrorInterceptor` applies the
+mapping to every unary RPC, so servicer methods stay free of try/except.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any, NoReturn
+
+import grpc
+
+from protos.bundle import BundleError
+from protos.tensors import TensorFormatError
+
+__all__ = [
+    "CloudError",
+    "ErrorInterceptor",
+    "FailedPrecondition",
+    "InvalidArgument",
+    "ModelNotFound",
+    "status_for",
+]
+
+log = logging.getLogger("edgesplit.cloud")
+
+
+class CloudError(Exception):
+    """Base of the cloud service's errors; ``code`` is the gRPC status returned to the caller."""
+
+    code = grpc.StatusCode.INTERNAL
+
+
+class InvalidArgument(CloudError):
+    """The request is malformed: wrong shape, dtype, byte count, parameter or split point."""
+
+    code = grpc.StatusCode.INVALID_ARGUMENT
+
+
+class ModelNotFound(CloudError):
+    """No model (or version) of that name is served."""
+
+    code = grpc.StatusCode.NOT_FOUND
+
+
+class FailedPrecondition(CloudError):
+    """The request was built for another bundle (its content hash does not match)."""
+
+    code = grpc.StatusCode.FAILED_PRECONDITION
+
+
+STATUS_BY_TYPE: dict[type[BaseException], grpc.StatusCode] = {
+    TensorFormatError: grpc.StatusCode.INVALID_ARGUMENT,
+    BundleError: grpc.StatusCode.INVALID_ARGUMENT,
+}
+
+
+def status_for(exc: BaseException) -> grpc.StatusCode | None:
+    """The status code for ``exc``, or None for an unexpected error (which becomes INTERNAL)."""
+    code = getattr(exc, "code", None)
+    if isinstance(code, grpc.StatusCode):
+        return code
+    return next((STATUS_BY_TYPE[t] for t in type(exc).__mro__ if t in STATUS_BY_TYPE), None)
+
+
+def _abort(context: grpc.ServicerContext, exc: Exception) -> NoReturn:
+    code = status_for(exc)
+    if code is None:
+        log.exception("internal error in %s", type(exc).__name__)
+        context.abort(grpc.StatusCode.INTERNAL, f"internal error: {type(exc).__name__}")
+    context.abort(code, str(exc))
+
+
+class ErrorInterceptor(grpc.ServerInterceptor):
+    """Turns exceptions raised by unary handlers into status codes via :func:`status_for`."""
+
+    def intercept_service(
+        self, continuation: Callable[[grpc.HandlerCallDetails], grpc.RpcMethodHandler | None],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler | None:
+        handler = continuation(handler_call_details)
+        if handler is None or handler.unary_unary is None:
+            return handler
+        inner = handler.unary_unary
+
+        def guarded(request: Any, context: grpc.ServicerContext) -> Any:
+            try:
+                return inner(request, context)
+            except Exception as exc:  # noqa: BLE001 - the one place errors become status codes
+                _abort(context, exc)
+
+        return grpc.unary_unary_rpc_method_handler(
+            guarded, request_deserializer=handler.request_deserializer, response_serializer=handler.response_serializer
+        )

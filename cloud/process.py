@@ -1,0 +1,66 @@
+"""Run ``edgesplit cloud`` in a subprocess and know when it is ready (for demos, tests and benchmarks)."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from types import TracebackType
+
+__all__ = ["CloudProcess"]
+
+_READY = re.compile(r"serving .* on (?P<host>[^\s:]+):(?P<port>\d+)")
+
+
+class CloudProcess:
+    """``with CloudProcess(bundle) as cloud: cloud.target`` — a cloud server on 127.0.0.1, a free port.
+
+    Readiness is the server's own "serving ... on HOST:PORT" line, printed after it has bound and started;
+    callers then wait on the gRPC channel. The process gets SIGTERM on exit (graceful drain).
+    """
+
+    def __init__(self, bundles: Sequence[str | Path], extra_args: Sequence[str] = (), timeout_s: float = 60.0) -> None:
+        self.command = [sys.executable, "-m", "split.cli", "cloud", "--port", "0"]
+        for b in bundles:
+            self.command += ["--bundle", str(b)]
+        self.command += list(extra_args)
+        self.timeout_s = timeout_s
+        self.process: subprocess.Popen[str] | None = None
+        self.target = ""
+
+    def start(self) -> str:
+        """Start the server; returns ``host:port`` once it says it is serving."""
+        self.process = subprocess.Popen(self.command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        assert self.process.stdout is not None
+        line = self.process.stdout.readline()  # blocks until the ready line or the process exits
+        match = _READY.search(line)
+        if match is None:
+            self.stop()
+            raise RuntimeError(f"cloud server did not start (exit code {self.process.returncode}): {line!r}")
+        self.target = f"{match['host']}:{match['port']}"
+        return self.target
+
+    def stop(self) -> int | None:
+        """SIGTERM, wait, and return the exit code."""
+        if self.process is None:
+            return None
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=self.timeout_s)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        if self.process.stdout:
+            self.process.stdout.close()
+        return self.process.returncode
+
+    def __enter__(self) -> CloudProcess:
+        self.start()
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.stop()

@@ -1,0 +1,66 @@
+"""``inference.GRPCInferenceService``: each method converts the message, asks the repository, converts back.
+
+No try/except here: errors raised below become status codes in :class:`cloud.errors.ErrorInterceptor`.
+"""
+
+from __future__ import annotations
+
+import grpc
+
+from cloud.repository import VERSION, ModelRepository
+from protos import inference_pb2 as pb
+from protos import inference_pb2_grpc, params
+from protos.bundle import TensorSpec
+from protos.tensors import add_output, get_param, request_inputs
+
+__all__ = ["InferenceServicer"]
+
+SERVER_NAME = "edgesplit"
+SERVER_VERSION = "0.1.0"
+PLATFORM = "onnxruntime_onnx"
+
+
+def _tensor_metadata(spec: TensorSpec) -> pb.ModelMetadataResponse.TensorMetadata:
+    return pb.ModelMetadataResponse.TensorMetadata(name=spec.name, datatype=spec.datatype, shape=list(spec.shape))
+
+
+class InferenceServicer(inference_pb2_grpc.GRPCInferenceServiceServicer):
+    """The KServe v2 data plane over a :class:`ModelRepository`."""
+
+    def __init__(self, repository: ModelRepository, max_elements: int = 1 << 24) -> None:
+        self._repository = repository
+        self._max_elements = max_elements
+
+    def ServerLive(self, request: pb.ServerLiveRequest, context: grpc.ServicerContext) -> pb.ServerLiveResponse:  # noqa: N802
+        return pb.ServerLiveResponse(live=True)
+
+    def ServerReady(self, request: pb.ServerReadyRequest, context: grpc.ServicerContext) -> pb.ServerReadyResponse:  # noqa: N802
+        return pb.ServerReadyResponse(ready=bool(self._repository.names()))
+
+    def ModelReady(self, request: pb.ModelReadyRequest, context: grpc.ServicerContext) -> pb.ModelReadyResponse:  # noqa: N802
+        self._repository.get(request.name, request.version)
+        return pb.ModelReadyResponse(ready=True)
+
+    def ServerMetadata(  # noqa: N802
+        self, request: pb.ServerMetadataRequest, context: grpc.ServicerContext
+    ) -> pb.ServerMetadataResponse:
+        return pb.ServerMetadataResponse(name=SERVER_NAME, version=SERVER_VERSION, extensions=[])
+
+    def ModelMetadata(  # noqa: N802
+        self, request: pb.ModelMetadataRequest, context: grpc.ServicerContext
+    ) -> pb.ModelMetadataResponse:
+        manifest = self._repository.get(request.name, request.version).manifest
+        return pb.ModelMetadataResponse(
+            name=manifest.model, versions=[VERSION], platform=PLATFORM,
+            inputs=[_tensor_metadata(manifest.input)], outputs=[_tensor_metadata(manifest.output)],
+        )
+
+    def ModelInfer(self, request: pb.ModelInferRequest, context: grpc.ServicerContext) -> pb.ModelInferResponse:  # noqa: N802
+        model = self._repository.get(request.model_name, request.model_version)
+        model.check_hash(get_param(request.parameters, params.BUNDLE_HASH))
+        inputs = request_inputs(request, max_elements=self._max_elements)
+        split = model.resolve_split(get_param(request.parameters, params.SPLIT_POINT), inputs)
+        logits = model.infer(split, inputs)
+        response = pb.ModelInferResponse(model_name=model.name, model_version=VERSION, id=request.id)
+        add_output(response, model.manifest.output.name, logits)
+        return response

@@ -1,0 +1,76 @@
+"""The edge's gRPC client for the cloud: one channel, one stub, requests built without extra copies."""
+
+from __future__ import annotations
+
+import grpc
+import numpy as np
+
+from edge.errors import CloudRejected, CloudUnavailable, EdgeError
+from protos import inference_pb2 as pb
+from protos import inference_pb2_grpc, params
+from protos.tensors import add_input, response_outputs, set_param
+
+__all__ = ["CloudClient"]
+
+# Status codes after which the edge may fall back and try again later; any other code is a rejection.
+_TRANSIENT = frozenset({
+    grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.RESOURCE_EXHAUSTED,
+    grpc.StatusCode.ABORTED, grpc.StatusCode.CANCELLED,
+})
+
+
+def _translate(err: grpc.RpcError) -> EdgeError:
+    code, details = err.code(), err.details()  # type: ignore[attr-defined]
+    kind = CloudUnavailable if code in _TRANSIENT else CloudRejected
+    return kind(f"cloud answered {code.name}: {details}")
+
+
+class CloudClient:
+    """Sends split tensors to ``target`` (``host:port``) for ``model`` and returns the logits.
+
+    Example:
+        >>> client = CloudClient("127.0.0.1:8001", model="digits", bundle_hash=manifest.content_hash)  # doctest: +SKIP
+        >>> logits = client.infer(2, "b2", tensor)                                                     # doctest: +SKIP
+    """
+
+    def __init__(self, target: str, *, model: str, bundle_hash: str, timeout_s: float = 5.0,
+                 max_message_bytes: int = 64 * 1024 * 1024) -> None:
+        if timeout_s <= 0:
+            raise ValueError(f"timeout_s must be positive, got {timeout_s}")
+        self.target, self.model, self.bundle_hash, self.timeout_s = target, model, bundle_hash, timeout_s
+        self._channel = grpc.insecure_channel(target, options=[
+            ("grpc.max_receive_message_length", max_message_bytes),
+            ("grpc.max_send_message_length", max_message_bytes),
+        ])
+        self._stub = inference_pb2_grpc.GRPCInferenceServiceStub(self._channel)
+
+    def wait_ready(self, timeout_s: float = 10.0) -> None:
+        """Block until the channel is connected and the server reports ready; CloudUnavailable otherwise."""
+        try:
+            grpc.channel_ready_future(self._channel).result(timeout=timeout_s)
+            ready = self._stub.ServerReady(pb.ServerReadyRequest(), timeout=timeout_s).ready
+        except grpc.FutureTimeoutError:
+            raise CloudUnavailable(f"cloud at {self.target} not reachable within {timeout_s}s") from None
+        except grpc.RpcError as err:
+            raise _translate(err) from None
+        if not ready:
+            raise CloudUnavailable(f"cloud at {self.target} is up but not ready")
+
+    def infer(self, split: int, name: str, tensor: np.ndarray, timeout_s: float | None = None) -> tuple[np.ndarray, int]:
+        """Send ``tensor`` (the boundary tensor ``name`` at ``split``); returns (logits, bytes sent)."""
+        request = pb.ModelInferRequest(model_name=self.model)
+        set_param(request.parameters, params.BUNDLE_HASH, self.bundle_hash)
+        set_param(request.parameters, params.SPLIT_POINT, split)
+        add_input(request, name, tensor)
+        try:
+            response = self._stub.ModelInfer(request, timeout=timeout_s or self.timeout_s)
+        except grpc.RpcError as err:
+            raise _translate(err) from None
+        outputs = response_outputs(response)
+        if len(outputs) != 1:
+            raise CloudRejected(f"expected one output from the cloud, got {list(outputs)}")
+        return next(iter(outputs.values())), tensor.nbytes
+
+    def close(self) -> None:
+        """Close the channel."""
+        self._channel.close()

@@ -1,0 +1,60 @@
+"""Stream a labelled set through an :class:`EdgeRuntime` and summarise what happened (torch-free)."""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+
+from edge.runtime import Answer, EdgeRuntime
+
+__all__ = ["RunStats", "evaluate", "percentiles"]
+
+
+def percentiles(latencies_ms: list[float]) -> dict[str, float]:
+    """p50, p95, p99 and mean of a latency sample, in ms."""
+    a = np.asarray(latencies_ms, dtype=np.float64)
+    return {"p50": float(np.percentile(a, 50)), "p95": float(np.percentile(a, 95)),
+            "p99": float(np.percentile(a, 99)), "mean": float(a.mean())}
+
+
+@dataclass(frozen=True)
+class RunStats:
+    """Accuracy, where answers came from, bytes and latency of one pass over a set."""
+
+    n: int
+    accuracy: float
+    exit_rate: dict[str, float]
+    offload_rate: float
+    bytes_per_offload: float
+    latency_ms: dict[str, float]
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict."""
+        return asdict(self)
+
+
+def evaluate(runtime: EdgeRuntime, x: np.ndarray, y: np.ndarray, warmup: int = 10) -> tuple[RunStats, list[Answer]]:
+    """Answer every sample of ``x`` one by one (after ``warmup`` untimed calls); stats and the answers."""
+    for sample in x[:warmup]:
+        runtime.infer(sample)
+    answers, latencies = [], []
+    for sample in x:
+        start = time.perf_counter()
+        answers.append(runtime.infer(sample))
+        latencies.append((time.perf_counter() - start) * 1e3)
+    n = len(answers)
+    exits = Counter(a.exit for a in answers if a.source == "exit")
+    offloads = [a for a in answers if a.source == "cloud"]
+    stats = RunStats(
+        n=n,
+        accuracy=float(np.mean([a.label == int(t) for a, t in zip(answers, y, strict=True)])),
+        exit_rate={e.name: exits.get(e.name, 0) / n for e in runtime.manifest.exits_before(runtime.split)},
+        offload_rate=len(offloads) / n,
+        bytes_per_offload=float(np.mean([a.bytes_sent for a in offloads])) if offloads else 0.0,
+        latency_ms=percentiles(latencies),
+    )
+    return stats, answers

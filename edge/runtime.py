@@ -1,0 +1,123 @@
+"""The edge runtime: run segments, stop at the first confident exit, otherwise offload the split tensor.
+
+Example:
+    >>> runtime = EdgeRuntime(Bundle.load("bundle/"), cloud=CloudClient(...))   # doctest: +SKIP
+    >>> answer = runtime.infer(image)                                           # doctest: +SKIP
+    >>> answer.source, answer.exit, answer.confidence                          # doctest: +SKIP
+    ('exit', 'exit0', 0.97)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import onnxruntime as ort
+
+from edge.client import CloudClient
+from edge.errors import EdgeError
+from edge.policy import Criterion, confident, criterion, softmax
+from protos.bundle import Bundle, Exit
+
+__all__ = ["Answer", "EdgeRuntime"]
+
+
+@dataclass(frozen=True)
+class Answer:
+    """One prediction and where it came from.
+
+    ``source`` is ``"exit"`` (an early exit on the edge, named by ``exit``), ``"edge"`` (the full model ran on
+    the edge) or ``"cloud"`` (the tail ran in the cloud from split point ``split``).
+    """
+
+    label: int
+    confidence: float
+    source: str
+    probabilities: np.ndarray
+    segments_run: int
+    exit: str | None = None
+    split: int | None = None
+    bytes_sent: int = 0
+
+
+@dataclass(frozen=True)
+class _ExitGate:
+    spec: Exit
+    session: ort.InferenceSession
+    input_name: str
+    criterion: Criterion
+
+
+def _session(path: str, threads: int) -> ort.InferenceSession:
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    return ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+
+
+class EdgeRuntime:
+    """Runs a bundle's head on the device; sessions are built once, here.
+
+    Args:
+        bundle: the bundle written by ``split/``.
+        split: the split point (segments ``[0, split)`` run here); default: the manifest's.
+        cloud: the cloud client; required unless ``split`` is the last split point (edge only).
+        exits: whether early exits are checked (off for a plain split baseline).
+        threads: ONNX Runtime intra-op threads (a device has few cores).
+    """
+
+    def __init__(self, bundle: Bundle, *, split: int | None = None, cloud: CloudClient | None = None,
+                 exits: bool = True, threads: int = 1) -> None:
+        self.manifest = bundle.manifest
+        self._n = len(self.manifest.segments)
+        self._segments = [_session(str(bundle.file(s.file)), threads) for s in self.manifest.segments]
+        self._exits: dict[int, _ExitGate] = {}
+        for spec in self.manifest.exits if exits else ():
+            session = _session(str(bundle.file(spec.file)), threads)
+            self._exits[spec.after_segment] = _ExitGate(spec, session, session.get_inputs()[0].name,
+                                                        criterion(spec.criterion))
+        self._cloud = cloud
+        self.split = self.manifest.default_split
+        self.set_split(self.manifest.default_split if split is None else split)
+
+    def set_split(self, split: int) -> None:
+        """Move the split point (takes effect for the next request)."""
+        self.manifest.split_point(split)
+        if split < self._n and self._cloud is None:
+            raise EdgeError(f"split point {split} offloads to the cloud but no cloud client was given;"
+                            f" use split {self._n} for edge-only")
+        self.split = split
+
+    def _prepare(self, x: np.ndarray) -> np.ndarray:
+        sample = self.manifest.input.sample_shape
+        if x.shape == sample:
+            x = x[None]
+        if x.shape[1:] != sample or x.shape[0] != 1:
+            raise ValueError(f"input must have shape {list(sample)} or [1, {', '.join(map(str, sample))}],"
+                             f" got {list(x.shape)}")
+        return np.ascontiguousarray(x, dtype=np.float32)
+
+    def infer(self, x: np.ndarray) -> Answer:
+        """Answer one sample: from the first confident exit, the edge's full model, or the cloud."""
+        split = self.split
+        x = self._prepare(x)
+        for i in range(split):
+            x = self._segments[i].run(None, {self.manifest.segments[i].input.name: x})[0]
+            gate = self._exits.get(i)
+            if gate is not None and i + 1 < self._n:
+                probs = softmax(gate.session.run(None, {gate.input_name: x})[0])
+                if confident(gate.criterion, gate.criterion.score(probs), gate.spec.threshold)[0]:
+                    return self._answer(probs, "exit", i + 1, exit=gate.spec.name)
+        if split == self._n:
+            return self._answer(softmax(x), "edge", split)
+        assert self._cloud is not None
+        sp = self.manifest.split_point(split)
+        logits, sent = self._cloud.infer(split, sp.tensor.name, x)
+        return self._answer(softmax(logits), "cloud", split, split=split, bytes_sent=sent)
+
+    @staticmethod
+    def _answer(probs: np.ndarray, source: str, segments_run: int, **extra: object) -> Answer:
+        p = probs[0]
+        label = int(p.argmax())
+        return Answer(label, float(p[label]), source, p, segments_run, **extra)  # type: ignore[arg-type]

@@ -1,0 +1,272 @@
+"""The bundle: the directory ``split/`` writes and ``edge/`` and ``cloud/`` read.
+
+A bundle is self-describing: ``manifest.json`` names the ONNX files of the model's segments (edge), exits (edge)
+and fused tails (cloud, one per split point), the tensor at every boundary, the calibrated exit thresholds and a
+content hash over the artifact files. Nothing in a bundle is executable Python and nothing is pickled.
+
+This module is torch-free and is the only bundle reader: edge and cloud share it through ``protos``.
+
+Example:
+    >>> bundle = Bundle.load("bundle/")                                  # doctest: +SKIP
+    >>> bundle.manifest.split_point(2).tensor.shape                      # doctest: +SKIP
+    (-1, 24, 8, 8)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable, Mapping
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+__all__ = [
+    "CRITERIA",
+    "FORMAT_VERSION",
+    "MANIFEST",
+    "Bundle",
+    "BundleError",
+    "Exit",
+    "Manifest",
+    "Segment",
+    "SplitPoint",
+    "TensorSpec",
+    "content_hash",
+    "write_manifest",
+]
+
+FORMAT_VERSION = 1
+MANIFEST = "manifest.json"
+CRITERIA = ("max_softmax", "entropy")
+_DATATYPES = ("FP32", "FP16", "INT8", "UINT8", "INT32", "INT64")
+
+
+class BundleError(ValueError):
+    """A bundle is missing, malformed, or does not match what was asked of it."""
+
+
+def _require(ok: bool, message: str) -> None:
+    if not ok:
+        raise BundleError(message)
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    """A named tensor at a boundary; ``-1`` marks the batch dimension."""
+
+    name: str
+    shape: tuple[int, ...]
+    datatype: str = "FP32"
+
+    def __post_init__(self) -> None:
+        _require(bool(self.name), "tensor name must not be empty")
+        _require(self.datatype in _DATATYPES, f"tensor {self.name!r}: datatype {self.datatype!r} is not one of {_DATATYPES}")
+        _require(all(d == -1 or d > 0 for d in self.shape), f"tensor {self.name!r}: bad shape {self.shape}")
+        object.__setattr__(self, "shape", tuple(int(d) for d in self.shape))
+
+    @property
+    def sample_shape(self) -> tuple[int, ...]:
+        """The shape of one sample (without the batch dimension)."""
+        return self.shape[1:]
+
+
+@dataclass(frozen=True)
+class Segment:
+    """One piece of the model: ``input`` -> ``output``, stored as an ONNX file."""
+
+    index: int
+    file: str
+    input: TensorSpec
+    output: TensorSpec
+
+
+@dataclass(frozen=True)
+class Exit:
+    """An early-exit classifier reading the output of segment ``after_segment``."""
+
+    name: str
+    after_segment: int
+    file: str
+    criterion: str = "max_softmax"
+    threshold: float = 1.0
+    calibration: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        _require(self.criterion in CRITERIA, f"exit {self.name!r}: criterion {self.criterion!r} is not one of {CRITERIA}")
+
+
+@dataclass(frozen=True)
+class SplitPoint:
+    """Execution moves to the cloud before segment ``index``: the edge runs segments ``[0, index)``.
+
+    ``index == 0`` sends the raw input (cloud only); ``index == len(segments)`` never offloads (edge only, no tail).
+    """
+
+    index: int
+    tensor: TensorSpec
+    codec: str = "fp32"
+    tail: str | None = None
+    cost: Mapping[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """Everything a runtime needs to know about a bundle, validated on construction."""
+
+    model: str
+    family: str
+    classes: tuple[str, ...]
+    input: TensorSpec
+    output: TensorSpec
+    segments: tuple[Segment, ...]
+    exits: tuple[Exit, ...]
+    split_points: tuple[SplitPoint, ...]
+    default_split: int
+    preprocessing: Mapping[str, Any] = field(default_factory=dict)
+    content_hash: str = ""
+    format_version: int = FORMAT_VERSION
+
+    def __post_init__(self) -> None:
+        _require(self.format_version == FORMAT_VERSION,
+                 f"manifest format {self.format_version} is not supported (this reader knows {FORMAT_VERSION})")
+        _require(bool(self.segments), "a bundle needs at least one segment")
+        _require([s.index for s in self.segments] == list(range(len(self.segments))), "segments must be numbered 0..n-1")
+        for before, after in zip(self.segments, self.segments[1:], strict=False):
+            _require(before.output == after.input, f"segment {after.index} input {after.input} != previous output")
+        n = len(self.segments)
+        for e in self.exits:
+            _require(0 <= e.after_segment < n, f"exit {e.name!r}: after_segment {e.after_segment} not in 0..{n - 1}")
+        _require(len({e.name for e in self.exits}) == len(self.exits), "exit names must be unique")
+        for sp in self.split_points:
+            _require(0 <= sp.index <= n, f"split point {sp.index} not in 0..{n}")
+            _require(sp.tail is not None or sp.index == n, f"split point {sp.index} has no tail")
+        self.split_point(self.default_split)
+
+    @property
+    def split_indices(self) -> tuple[int, ...]:
+        """The valid split points, in order."""
+        return tuple(sp.index for sp in self.split_points)
+
+    def split_point(self, index: int) -> SplitPoint:
+        """The split point at ``index``; :class:`BundleError` listing the valid ones otherwise."""
+        for sp in self.split_points:
+            if sp.index == index:
+                return sp
+        raise BundleError(f"unknown split point {index!r}; valid split points: {list(self.split_indices)}")
+
+    def exits_before(self, split: int) -> tuple[Exit, ...]:
+        """The exits the edge passes when it runs segments ``[0, split)``."""
+        return tuple(e for e in self.exits if e.after_segment < split)
+
+    def exit(self, name: str) -> Exit:
+        """The exit called ``name``; :class:`BundleError` listing the valid names otherwise."""
+        for e in self.exits:
+            if e.name == name:
+                return e
+        raise BundleError(f"unknown exit {name!r}; valid exits: {[e.name for e in self.exits]}")
+
+    def with_thresholds(self, thresholds: Mapping[str, float], calibration: Mapping[str, Mapping[str, Any]]) -> Manifest:
+        """A copy with new exit thresholds (and their calibration statistics)."""
+        exits = tuple(
+            replace(e, threshold=float(thresholds.get(e.name, e.threshold)), calibration=calibration.get(e.name, e.calibration))
+            for e in self.exits
+        )
+        return replace(self, exits=exits)
+
+    def artifact_files(self) -> tuple[str, ...]:
+        """Every file the manifest refers to, sorted; the content hash covers exactly these."""
+        files = {s.file for s in self.segments} | {e.file for e in self.exits}
+        files |= {sp.tail for sp in self.split_points if sp.tail}
+        return tuple(sorted(files))
+
+    def to_json(self) -> str:
+        """The manifest as pretty JSON."""
+        return json.dumps(asdict(self), indent=2, sort_keys=False) + "\n"
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Manifest:
+        """Build and validate a manifest from parsed JSON; :class:`BundleError` names what is wrong."""
+        try:
+            return cls(
+                model=data["model"],
+                family=data["family"],
+                classes=tuple(data["classes"]),
+                input=_tensor(data["input"]),
+                output=_tensor(data["output"]),
+                segments=tuple(
+                    Segment(s["index"], s["file"], _tensor(s["input"]), _tensor(s["output"])) for s in data["segments"]
+                ),
+                exits=tuple(Exit(**e) for e in data["exits"]),
+                split_points=tuple(
+                    SplitPoint(sp["index"], _tensor(sp["tensor"]), sp["codec"], sp.get("tail"), sp.get("cost"))
+                    for sp in data["split_points"]
+                ),
+                default_split=data["default_split"],
+                preprocessing=data.get("preprocessing", {}),
+                content_hash=data.get("content_hash", ""),
+                format_version=data.get("format_version", -1),
+            )
+        except (KeyError, TypeError) as exc:
+            raise BundleError(f"malformed manifest: {type(exc).__name__}: {exc}") from exc
+
+
+def _tensor(data: Mapping[str, Any]) -> TensorSpec:
+    return TensorSpec(data["name"], tuple(data["shape"]), data.get("datatype", "FP32"))
+
+
+def content_hash(root: Path, files: Iterable[str]) -> str:
+    """``sha256:<hex>`` over the files' relative paths and contents, in sorted order."""
+    digest = hashlib.sha256()
+    for rel in sorted(files):
+        digest.update(rel.encode() + b"\0")
+        with open(root / rel, "rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                digest.update(chunk)
+        digest.update(b"\0")
+    return "sha256:" + digest.hexdigest()
+
+
+@dataclass(frozen=True)
+class Bundle:
+    """A bundle directory and its validated manifest."""
+
+    root: Path
+    manifest: Manifest
+
+    @classmethod
+    def load(cls, root: str | Path, *, verify: bool = True) -> Bundle:
+        """Read ``root/manifest.json``; with ``verify`` also check every file and the content hash."""
+        root = Path(root)
+        path = root / MANIFEST
+        _require(path.is_file(), f"no bundle at {root}: {MANIFEST} not found")
+        try:
+            data = json.loads(path.read_text())
+        except json.JSONDecodeError as exc:
+            raise BundleError(f"{path}: not valid JSON: {exc}") from exc
+        bundle = cls(root, Manifest.from_dict(data))
+        if verify:
+            bundle.verify()
+        return bundle
+
+    def file(self, rel: str) -> Path:
+        """The absolute path of an artifact, refusing paths that leave the bundle."""
+        path = (self.root / rel).resolve()
+        _require(path.is_relative_to(self.root.resolve()), f"artifact path {rel!r} leaves the bundle")
+        return path
+
+    def verify(self) -> None:
+        """Raise :class:`BundleError` if a file is missing or the content hash does not match."""
+        files = self.manifest.artifact_files()
+        missing = [f for f in files if not self.file(f).is_file()]
+        _require(not missing, f"bundle {self.root}: missing files {missing}")
+        actual = content_hash(self.root, files)
+        _require(actual == self.manifest.content_hash,
+                 f"bundle {self.root}: content hash {actual} does not match the manifest's {self.manifest.content_hash}")
+
+
+def write_manifest(root: Path, manifest: Manifest) -> Manifest:
+    """Stamp the content hash of ``root``'s artifacts into ``manifest`` and write it; returns the stamped copy."""
+    stamped = replace(manifest, content_hash=content_hash(root, manifest.artifact_files()))
+    (root / MANIFEST).write_text(stamped.to_json())
+    return stamped

@@ -1,0 +1,14 @@
+"""edgesplit's own request parameters: they travel in ``ModelInferRequest.parameters`` under ``edgesplit.``."""
+
+from __future__ import annotations
+
+__all__ = ["BUNDLE_HASH", "CODEC", "SPLIT_POINT"]
+
+BUNDLE_HASH = "edgesplit.bundle_hash"
+"""``string``: the content hash of the bundle the edge runs; the cloud refuses a mismatch (FAILED_PRECONDITION)."""
+
+SPLIT_POINT = "edgesplit.split_point"
+"""``int64``: the split point the tensor was taken at (the edge ran segments ``[0, split)``)."""
+
+CODEC = "edgesplit.codec"
+"""``string``: the wire codec of the tensor."""

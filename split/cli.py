@@ -1,0 +1,51 @@
+"""``edgesplit``: one entry point; each subcommand imports only its own module.
+
+``edgesplit cloud`` and ``edgesplit edge`` import nothing from torch or ``split/``'s training code, so they run in
+torch-free containers. Each subcommand module provides ``add_arguments(parser)`` and ``run(args) -> int``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+__all__ = ["COMMANDS", "main"]
+
+COMMANDS: dict[str, tuple[str, str]] = {
+    "demo": ("split.demo", "train, export, serve and run the hybrid on the digits; print the comparison"),
+    "cloud": ("cloud.cli", "serve bundles' tails over KServe v2 gRPC"),
+    "edge": ("edge.cli", "run the edge head on inputs, offloading to a cloud"),
+}
+
+
+def _usage() -> str:
+    lines = ["usage: edgesplit COMMAND [options]   (edgesplit COMMAND --help for its options)", "", "commands:"]
+    lines += [f"  {name:<8} {help_}" for name, (_, help_) in COMMANDS.items()]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Dispatch to a subcommand; returns the process exit code."""
+    argv = sys.argv[1:] if argv is None else argv
+    if not argv or argv[0] in ("-h", "--help"):
+        print(_usage())
+        return 0 if argv else 2
+    command, rest = argv[0], argv[1:]
+    if command not in COMMANDS:
+        print(f"edgesplit: unknown command {command!r}; valid commands: {', '.join(COMMANDS)}", file=sys.stderr)
+        return 2
+    module_name, help_ = COMMANDS[command]
+    module = importlib.import_module(module_name)
+    parser = argparse.ArgumentParser(prog=f"edgesplit {command}", description=help_)
+    module.add_arguments(parser)
+    args = parser.parse_args(rest)
+    try:
+        return int(module.run(args))
+    except (ValueError, OSError) as exc:
+        print(f"edgesplit {command}: error: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,95 @@
+"""Export a trained :class:`SplitNet` as a bundle: ONNX segments, exits and fused tails, plus the manifest."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import shutil
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from protos.bundle import Exit, Manifest, Segment, SplitPoint, TensorSpec, write_manifest
+from split.calibrate import Calibration
+from split.partition import ModelConfig, SplitNet
+
+__all__ = ["boundary_name", "export_bundle", "export_onnx"]
+
+
+def boundary_name(index: int, n_segments: int) -> str:
+    """The tensor name at boundary ``index``: ``input``, ``b1`` … ``b{n-1}``, ``logits``."""
+    if index == 0:
+        return "input"
+    return "logits" if index == n_segments else f"b{index}"
+
+
+def export_onnx(module: nn.Module, sample_shape: tuple[int, ...], path: Path, input_name: str, output_name: str) -> None:
+    """Export ``module`` to ONNX with a dynamic batch dimension (torch.export-based exporter, quietly)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    example = (torch.zeros(2, *sample_shape),)
+    batch = torch.export.Dim("batch", min=1, max=65536)
+    with contextlib.redirect_stdout(io.StringIO()), torch.no_grad():
+        torch.onnx.export(
+            module.eval(), example, str(path), dynamo=True, external_data=False, verbose=False,
+            input_names=[input_name], output_names=[output_name], dynamic_shapes=({0: batch},),
+        )
+
+
+def _spec(name: str, shape: tuple[int, ...]) -> TensorSpec:
+    return TensorSpec(name, (-1, *shape), "FP32")
+
+
+def export_bundle(
+    net: SplitNet,
+    config: ModelConfig,
+    out: Path,
+    *,
+    model_name: str,
+    classes: tuple[str, ...],
+    default_split: int,
+    calibration: Calibration | None = None,
+    criterion: str = "max_softmax",
+    preprocessing: Mapping[str, Any] | None = None,
+) -> Manifest:
+    """Write the bundle directory ``out`` (replacing it) and return its stamped manifest.
+
+    Files: ``segments/seg{i}.onnx`` (edge), ``exits/{name}.onnx`` (edge), ``tails/tail{k}.onnx`` (cloud: the
+    segments from ``k`` on, fused into one graph, for every split point ``k`` that offloads).
+    """
+    net.eval()
+    n = len(net.segments)
+    shapes = net.boundary_shapes(config.input_shape)
+    specs = [_spec(boundary_name(i, n), shapes[i]) for i in range(n + 1)]
+    if out.exists():
+        shutil.rmtree(out)
+    segments = []
+    for i, module in enumerate(net.segments):
+        segments.append(Segment(i, f"segments/seg{i}.onnx", specs[i], specs[i + 1]))
+        export_onnx(module, shapes[i], out / segments[-1].file, specs[i].name, specs[i + 1].name)
+    exits = []
+    for k, (after, head) in enumerate(zip(net.exit_positions, net.exits, strict=True)):
+        name = f"exit{k}"
+        exits.append(Exit(name, after, f"exits/{name}.onnx", criterion))
+        export_onnx(head, shapes[after + 1], out / exits[-1].file, specs[after + 1].name, f"{name}_logits")
+    split_points = []
+    for k in range(n + 1):
+        tail = f"tails/tail{k}.onnx" if k < n else None
+        if tail:
+            export_onnx(nn.Sequential(*list(net.segments)[k:]), shapes[k], out / tail, specs[k].name, specs[n].name)
+        split_points.append(SplitPoint(k, specs[k], "fp32", tail))
+    manifest = Manifest(
+        model=model_name, family=config.family, classes=classes, input=specs[0], output=specs[n],
+        segments=tuple(segments), exits=tuple(exits), split_points=tuple(split_points),
+        default_split=default_split, preprocessing=dict(preprocessing or {}),
+    )
+    if calibration is not None:
+        manifest = manifest.with_thresholds(calibration.thresholds, _calibration_stats(calibration))
+    return write_manifest(out, manifest)
+
+
+def _calibration_stats(cal: Calibration) -> dict[str, dict[str, Any]]:
+    summary = {"budget": cal.budget, "accuracy_full": cal.accuracy_full, "accuracy_hybrid": cal.accuracy_hybrid}
+    return {name: {**stats, **summary} for name, stats in cal.stats.items()}

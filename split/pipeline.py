@@ -1,0 +1,90 @@
+"""Train (cached) -> calibrate -> export: the offline path from a dataset to a bundle."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from edge.policy import criterion, softmax
+from protos.bundle import Bundle, BundleError
+from split.calibrate import Calibration, calibrate
+from split.data import Dataset
+from split.export import export_bundle
+from split.models import build
+from split.partition import ModelConfig, SplitNet, build_splitnet
+from split.train import TrainConfig, predict, train_joint
+
+__all__ = ["BundleConfig", "calibrate_net", "default_cache_dir", "make_bundle", "trained_model"]
+
+
+@dataclass(frozen=True)
+class BundleConfig:
+    """What to calibrate and export: the exit criterion, the accuracy budget (fraction) and the default split."""
+
+    criterion: str = "max_softmax"
+    budget: float = 0.01
+    default_split: int = 1
+
+    def __post_init__(self) -> None:
+        criterion(self.criterion)
+        if not 0 <= self.budget < 1:
+            raise ValueError(f"budget is a fraction in [0, 1), got {self.budget}")
+
+
+def default_cache_dir() -> Path:
+    """``$EDGESPLIT_CACHE``, else ``~/.cache/edgesplit``."""
+    return Path(os.environ.get("EDGESPLIT_CACHE") or Path.home() / ".cache" / "edgesplit")
+
+
+def _key(*parts: Any) -> str:
+    blob = json.dumps([asdict(p) if hasattr(p, "__dataclass_fields__") else p for p in parts], sort_keys=True)
+    return hashlib.sha256((blob + torch.__version__).encode()).hexdigest()[:16]
+
+
+def trained_model(data: Dataset, model: ModelConfig, train: TrainConfig, cache: Path,
+                  progress: bool = True) -> tuple[SplitNet, bool]:
+    """The trained network for these configs, from ``cache`` when present; (net, was_cached)."""
+    torch.manual_seed(train.seed)
+    net = build_splitnet(model, build(model.family, model.in_channels, model.num_classes, model.width))
+    path = cache / "models" / f"{model.family}-{data.name}-{_key(model, train, data.name)}.pt"
+    if path.is_file():
+        net.load_state_dict(torch.load(path, weights_only=True))
+        return net.eval(), True
+    train_joint(net, data, train, progress=progress)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    torch.save(net.state_dict(), tmp)
+    tmp.replace(path)
+    return net.eval(), False
+
+
+def calibrate_net(net: SplitNet, data: Dataset, config: BundleConfig) -> Calibration:
+    """Calibrate every exit of ``net`` on ``data``'s calibration split."""
+    final, exits = predict(net, data.x_cal)
+    crit = criterion(config.criterion)
+    names = [f"exit{k}" for k in range(len(exits))]
+    return calibrate(data.y_cal, softmax(final), [softmax(e) for e in exits], [crit] * len(exits), names,
+                     config.budget)
+
+
+def make_bundle(data: Dataset, model: ModelConfig, train: TrainConfig, config: BundleConfig, cache: Path,
+                out: Path | None = None, progress: bool = True) -> tuple[Bundle, SplitNet]:
+    """Train (or load), calibrate and export; reuses an exported bundle whose inputs are unchanged."""
+    net, _ = trained_model(data, model, train, cache, progress)
+    if out is None:
+        out = cache / "bundles" / f"{model.family}-{data.name}-{_key(model, train, config, data.name)}"
+        try:
+            return Bundle.load(out), net
+        except BundleError:
+            pass
+    calibration = calibrate_net(net, data, config)
+    export_bundle(net, model, out, model_name=f"{model.family}_{data.name}", classes=data.classes,
+                  default_split=config.default_split, calibration=calibration, criterion=config.criterion,
+                  preprocessing=data.preprocessing)
+    return Bundle.load(out), net

@@ -1,0 +1,86 @@
+"""Joint training of a backbone and its exits (BranchyNet): a weighted sum of every classifier's loss."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+
+from split.data import Dataset
+from split.partition import SplitNet
+from split.progress import Progress
+
+__all__ = ["TrainConfig", "loss_weights", "predict", "train_joint"]
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Optimiser settings. ``weights``: per-exit loss weights then the final classifier's (None: BranchyNet-style
+    decreasing from 1.0 at the first exit to 0.5 at the final classifier)."""
+
+    epochs: int = 30
+    batch_size: int = 64
+    lr: float = 3e-3
+    weight_decay: float = 1e-4
+    seed: int = 0
+    weights: tuple[float, ...] | None = None
+
+    def __post_init__(self) -> None:
+        if self.epochs < 1 or self.batch_size < 1 or self.lr <= 0:
+            raise ValueError(f"epochs, batch_size and lr must be positive, got {self.epochs}, {self.batch_size}, {self.lr}")
+
+
+def loss_weights(config: TrainConfig, n_exits: int) -> list[float]:
+    """The weight of each exit's loss, then the final classifier's."""
+    if config.weights is None:
+        return [float(w) for w in np.linspace(1.0, 0.5, n_exits + 1)]
+    if len(config.weights) != n_exits + 1:
+        raise ValueError(f"weights needs {n_exits + 1} values (one per exit, then the final), got {config.weights}")
+    return list(config.weights)
+
+
+def train_joint(net: SplitNet, data: Dataset, config: TrainConfig, progress: bool = True) -> list[float]:
+    """Train ``net`` (backbone and exits together) on ``data``'s train split; returns the mean loss per epoch."""
+    torch.manual_seed(config.seed)
+    x, y = torch.from_numpy(data.x_train), torch.from_numpy(data.y_train)
+    weights = loss_weights(config, len(net.exits))
+    opt = torch.optim.AdamW(net.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    steps_per_epoch = (len(x) + config.batch_size - 1) // config.batch_size
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, config.lr, total_steps=config.epochs * steps_per_epoch)
+    bar = Progress(config.epochs, f"training {type(net).__name__}") if progress else None
+    gen = torch.Generator().manual_seed(config.seed)
+    history = []
+    net.train()
+    for _ in range(config.epochs):
+        total = 0.0
+        for idx in torch.randperm(len(x), generator=gen).split(config.batch_size):
+            final, exits = net.forward_all(x[idx])
+            losses = [nn.functional.cross_entropy(out, y[idx]) for out in [*exits, final]]
+            loss = sum(w * term for w, term in zip(weights, losses, strict=True))
+            opt.zero_grad()
+            loss.backward()  # type: ignore[union-attr]
+            opt.step()
+            sched.step()
+            total += float(loss) * len(idx)
+        history.append(total / len(x))
+        if bar:
+            bar.update(note=f"loss {history[-1]:.3f}")
+    if bar:
+        bar.close()
+    net.eval()
+    return history
+
+
+@torch.no_grad()
+def predict(net: SplitNet, x: np.ndarray, batch_size: int = 512) -> tuple[np.ndarray, list[np.ndarray]]:
+    """Final logits and each exit's logits for ``x``, in eval mode."""
+    net.eval()
+    finals, exits = [], []
+    for start in range(0, len(x), batch_size):
+        final, outs = net.forward_all(torch.from_numpy(x[start:start + batch_size]))
+        finals.append(final.numpy())
+        exits.append([o.numpy() for o in outs])
+    per_exit = [np.concatenate([batch[k] for batch in exits]) for k in range(len(net.exits))]
+    return np.concatenate(finals), per_exit
