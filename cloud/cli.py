@@ -16,8 +16,13 @@ __all__ = ["add_arguments", "run"]
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The subcommand's options."""
-    parser.add_argument("--bundle", action="append", required=True, metavar="DIR",
-                        help="bundle directory written by 'edgesplit export' (repeat to serve several)")
+    parser.add_argument(
+        "--bundle",
+        action="append",
+        required=True,
+        metavar="DIR",
+        help="bundle directory written by 'edgesplit export' (repeat to serve several)",
+    )
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default: %(default)s)")
     parser.add_argument("--port", type=int, default=8001, help="port; 0 picks a free one (default: %(default)s)")
     parser.add_argument("--workers", type=int, default=8, help="gRPC worker threads (default: %(default)s)")
@@ -28,8 +33,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     """Serve until a signal; prints one ``serving ... on HOST:PORT`` line once ready."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    config = CloudConfig(tuple(args.bundle), args.host, args.port, args.workers, args.threads,
-                         args.max_message_mb * 1024 * 1024)
+    config = CloudConfig(
+        tuple(args.bundle), args.host, args.port, args.workers, args.threads, args.max_message_mb * 1024 * 1024
+    )
     server = CloudServer(config)
     port = server.start()
     stop = threading.Event()

@@ -70,15 +70,19 @@ def _abort(context: grpc.ServicerContext, exc: Exception) -> NoReturn:
     code = status_for(exc)
     if code is None:
         log.exception("internal error in %s", type(exc).__name__)
-        context.abort(grpc.StatusCode.INTERNAL, f"internal error: {type(exc).__name__}")
-    context.abort(code, str(exc))
+        code, message = grpc.StatusCode.INTERNAL, f"internal error: {type(exc).__name__}"
+    else:
+        message = str(exc)
+    context.abort(code, message)
+    raise AssertionError("unreachable: context.abort raises")
 
 
 class ErrorInterceptor(grpc.ServerInterceptor):
     """Turns exceptions raised by unary handlers into status codes via :func:`status_for`."""
 
     def intercept_service(
-        self, continuation: Callable[[grpc.HandlerCallDetails], grpc.RpcMethodHandler | None],
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], grpc.RpcMethodHandler | None],
         handler_call_details: grpc.HandlerCallDetails,
     ) -> grpc.RpcMethodHandler | None:
         handler = continuation(handler_call_details)
@@ -89,7 +93,7 @@ class ErrorInterceptor(grpc.ServerInterceptor):
         def guarded(request: Any, context: grpc.ServicerContext) -> Any:
             try:
                 return inner(request, context)
-            except Exception as exc:  # noqa: BLE001 - the one place errors become status codes
+            except Exception as exc:
                 _abort(context, exc)
 
         return grpc.unary_unary_rpc_method_handler(

@@ -18,7 +18,7 @@ class HealthServicer(health_pb2_grpc.HealthServicer):
     """Serving status per service name (``""`` is the whole server); Watch streams every change."""
 
     def __init__(self) -> None:
-        self._status: dict[str, int] = {}
+        self._status: dict[str, health_pb2.HealthCheckResponse.ServingStatus] = {}
         self._changed = threading.Condition()
         self._closed = False
 
@@ -35,14 +35,14 @@ class HealthServicer(health_pb2_grpc.HealthServicer):
             self._closed = True
             self._changed.notify_all()
 
-    def Check(self, request: health_pb2.HealthCheckRequest, context: grpc.ServicerContext) -> _Status:  # noqa: N802
+    def Check(self, request: health_pb2.HealthCheckRequest, context: grpc.ServicerContext) -> _Status:
         with self._changed:
             status = self._status.get(request.service)
         if status is None:
             context.abort(grpc.StatusCode.NOT_FOUND, f"unknown service {request.service!r}")
         return _Status(status=status)
 
-    def Watch(self, request: health_pb2.HealthCheckRequest, context: grpc.ServicerContext) -> Iterator[_Status]:  # noqa: N802
+    def Watch(self, request: health_pb2.HealthCheckRequest, context: grpc.ServicerContext) -> Iterator[_Status]:
         last = None
         while context.is_active():
             with self._changed:
@@ -55,7 +55,9 @@ class HealthServicer(health_pb2_grpc.HealthServicer):
             last = status
             yield _Status(status=status)
 
-    def List(self, request: health_pb2.HealthListRequest, context: grpc.ServicerContext) -> health_pb2.HealthListResponse:  # noqa: N802
+    def List(
+        self, request: health_pb2.HealthListRequest, context: grpc.ServicerContext
+    ) -> health_pb2.HealthListResponse:
         with self._changed:
             statuses = {name: _Status(status=s) for name, s in self._status.items()}
         return health_pb2.HealthListResponse(statuses=statuses)

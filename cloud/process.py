@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
@@ -32,13 +33,16 @@ class CloudProcess:
 
     def start(self) -> str:
         """Start the server; returns ``host:port`` once it says it is serving."""
-        self.process = subprocess.Popen(self.command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        self._stderr = tempfile.TemporaryFile(mode="w+")
+        self.process = subprocess.Popen(self.command, stdout=subprocess.PIPE, stderr=self._stderr, text=True)
         assert self.process.stdout is not None
         line = self.process.stdout.readline()  # blocks until the ready line or the process exits
         match = _READY.search(line)
         if match is None:
             self.stop()
-            raise RuntimeError(f"cloud server did not start (exit code {self.process.returncode}): {line!r}")
+            self._stderr.seek(0)
+            log = self._stderr.read()[-2000:]
+            raise RuntimeError(f"cloud server did not start (exit code {self.process.returncode}): {log}")
         self.target = f"{match['host']}:{match['port']}"
         return self.target
 
@@ -55,12 +59,14 @@ class CloudProcess:
                 self.process.wait()
         if self.process.stdout:
             self.process.stdout.close()
+        self._stderr.close()
         return self.process.returncode
 
     def __enter__(self) -> CloudProcess:
         self.start()
         return self
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         self.stop()

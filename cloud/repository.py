@@ -89,8 +89,9 @@ class TailModel:
         if array.dtype != tail.dtype:
             raise InvalidArgument(f"input {name!r}: datatype must be {spec.datatype}, got {array.dtype}")
         if array.ndim != len(spec.shape) or tuple(array.shape[1:]) != spec.sample_shape:
-            raise InvalidArgument(f"input {name!r}: shape must be [N, {', '.join(map(str, spec.sample_shape))}],"
-                                  f" got {list(array.shape)}")
+            raise InvalidArgument(
+                f"input {name!r}: shape must be [N, {', '.join(map(str, spec.sample_shape))}], got {list(array.shape)}"
+            )
         if not 1 <= array.shape[0] <= self.max_batch:
             raise InvalidArgument(f"input {name!r}: batch size {array.shape[0]} not in 1..{self.max_batch}")
 

@@ -53,15 +53,19 @@ class CloudServer:
         self.config = config
         self.repository = repository or ModelRepository.from_bundles(config.bundles, config.threads)
         self.health = HealthServicer()
-        limits = [("grpc.max_receive_message_length", config.max_message_bytes),
-                  ("grpc.max_send_message_length", config.max_message_bytes)]
+        limits = [
+            ("grpc.max_receive_message_length", config.max_message_bytes),
+            ("grpc.max_send_message_length", config.max_message_bytes),
+        ]
         self._server = grpc.server(
             futures.ThreadPoolExecutor(max_workers=config.workers, thread_name_prefix="edgesplit-cloud"),
-            interceptors=[ErrorInterceptor()], options=limits,
+            interceptors=[ErrorInterceptor()],
+            options=limits,
         )
         max_elements = config.max_message_bytes // 2
         inference_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(
-            InferenceServicer(self.repository, max_elements), self._server)
+            InferenceServicer(self.repository, max_elements), self._server
+        )
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self._server)
         self.port = 0
 

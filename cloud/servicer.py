@@ -31,31 +31,34 @@ class InferenceServicer(inference_pb2_grpc.GRPCInferenceServiceServicer):
         self._repository = repository
         self._max_elements = max_elements
 
-    def ServerLive(self, request: pb.ServerLiveRequest, context: grpc.ServicerContext) -> pb.ServerLiveResponse:  # noqa: N802
+    def ServerLive(self, request: pb.ServerLiveRequest, context: grpc.ServicerContext) -> pb.ServerLiveResponse:
         return pb.ServerLiveResponse(live=True)
 
-    def ServerReady(self, request: pb.ServerReadyRequest, context: grpc.ServicerContext) -> pb.ServerReadyResponse:  # noqa: N802
+    def ServerReady(self, request: pb.ServerReadyRequest, context: grpc.ServicerContext) -> pb.ServerReadyResponse:
         return pb.ServerReadyResponse(ready=bool(self._repository.names()))
 
-    def ModelReady(self, request: pb.ModelReadyRequest, context: grpc.ServicerContext) -> pb.ModelReadyResponse:  # noqa: N802
+    def ModelReady(self, request: pb.ModelReadyRequest, context: grpc.ServicerContext) -> pb.ModelReadyResponse:
         self._repository.get(request.name, request.version)
         return pb.ModelReadyResponse(ready=True)
 
-    def ServerMetadata(  # noqa: N802
+    def ServerMetadata(
         self, request: pb.ServerMetadataRequest, context: grpc.ServicerContext
     ) -> pb.ServerMetadataResponse:
         return pb.ServerMetadataResponse(name=SERVER_NAME, version=SERVER_VERSION, extensions=[])
 
-    def ModelMetadata(  # noqa: N802
+    def ModelMetadata(
         self, request: pb.ModelMetadataRequest, context: grpc.ServicerContext
     ) -> pb.ModelMetadataResponse:
         manifest = self._repository.get(request.name, request.version).manifest
         return pb.ModelMetadataResponse(
-            name=manifest.model, versions=[VERSION], platform=PLATFORM,
-            inputs=[_tensor_metadata(manifest.input)], outputs=[_tensor_metadata(manifest.output)],
+            name=manifest.model,
+            versions=[VERSION],
+            platform=PLATFORM,
+            inputs=[_tensor_metadata(manifest.input)],
+            outputs=[_tensor_metadata(manifest.output)],
         )
 
-    def ModelInfer(self, request: pb.ModelInferRequest, context: grpc.ServicerContext) -> pb.ModelInferResponse:  # noqa: N802
+    def ModelInfer(self, request: pb.ModelInferRequest, context: grpc.ServicerContext) -> pb.ModelInferResponse:
         model = self._repository.get(request.model_name, request.model_version)
         model.check_hash(get_param(request.parameters, params.BUNDLE_HASH))
         inputs = request_inputs(request, max_elements=self._max_elements)

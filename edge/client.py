@@ -13,14 +13,19 @@ from protos.tensors import add_input, response_outputs, set_param
 __all__ = ["CloudClient"]
 
 # Status codes after which the edge may fall back and try again later; any other code is a rejection.
-_TRANSIENT = frozenset({
-    grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.RESOURCE_EXHAUSTED,
-    grpc.StatusCode.ABORTED, grpc.StatusCode.CANCELLED,
-})
+_TRANSIENT = frozenset(
+    {
+        grpc.StatusCode.UNAVAILABLE,
+        grpc.StatusCode.DEADLINE_EXCEEDED,
+        grpc.StatusCode.RESOURCE_EXHAUSTED,
+        grpc.StatusCode.ABORTED,
+        grpc.StatusCode.CANCELLED,
+    }
+)
 
 
 def _translate(err: grpc.RpcError) -> EdgeError:
-    code, details = err.code(), err.details()  # type: ignore[attr-defined]
+    code, details = err.code(), err.details()
     kind = CloudUnavailable if code in _TRANSIENT else CloudRejected
     return kind(f"cloud answered {code.name}: {details}")
 
@@ -33,15 +38,25 @@ class CloudClient:
         >>> logits = client.infer(2, "b2", tensor)                                                     # doctest: +SKIP
     """
 
-    def __init__(self, target: str, *, model: str, bundle_hash: str, timeout_s: float = 5.0,
-                 max_message_bytes: int = 64 * 1024 * 1024) -> None:
+    def __init__(
+        self,
+        target: str,
+        *,
+        model: str,
+        bundle_hash: str,
+        timeout_s: float = 5.0,
+        max_message_bytes: int = 64 * 1024 * 1024,
+    ) -> None:
         if timeout_s <= 0:
             raise ValueError(f"timeout_s must be positive, got {timeout_s}")
         self.target, self.model, self.bundle_hash, self.timeout_s = target, model, bundle_hash, timeout_s
-        self._channel = grpc.insecure_channel(target, options=[
-            ("grpc.max_receive_message_length", max_message_bytes),
-            ("grpc.max_send_message_length", max_message_bytes),
-        ])
+        self._channel = grpc.insecure_channel(
+            target,
+            options=[
+                ("grpc.max_receive_message_length", max_message_bytes),
+                ("grpc.max_send_message_length", max_message_bytes),
+            ],
+        )
         self._stub = inference_pb2_grpc.GRPCInferenceServiceStub(self._channel)
 
     def wait_ready(self, timeout_s: float = 10.0) -> None:
@@ -56,7 +71,9 @@ class CloudClient:
         if not ready:
             raise CloudUnavailable(f"cloud at {self.target} is up but not ready")
 
-    def infer(self, split: int, name: str, tensor: np.ndarray, timeout_s: float | None = None) -> tuple[np.ndarray, int]:
+    def infer(
+        self, split: int, name: str, tensor: np.ndarray, timeout_s: float | None = None
+    ) -> tuple[np.ndarray, int]:
         """Send ``tensor`` (the boundary tensor ``name`` at ``split``); returns (logits, bytes sent)."""
         request = pb.ModelInferRequest(model_name=self.model)
         set_param(request.parameters, params.BUNDLE_HASH, self.bundle_hash)

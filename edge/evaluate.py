@@ -17,8 +17,12 @@ __all__ = ["RunStats", "evaluate", "percentiles"]
 def percentiles(latencies_ms: list[float]) -> dict[str, float]:
     """p50, p95, p99 and mean of a latency sample, in ms."""
     a = np.asarray(latencies_ms, dtype=np.float64)
-    return {"p50": float(np.percentile(a, 50)), "p95": float(np.percentile(a, 95)),
-            "p99": float(np.percentile(a, 99)), "mean": float(a.mean())}
+    return {
+        "p50": float(np.percentile(a, 50)),
+        "p95": float(np.percentile(a, 95)),
+        "p99": float(np.percentile(a, 99)),
+        "mean": float(a.mean()),
+    }
 
 
 @dataclass(frozen=True)

@@ -67,16 +67,24 @@ class EdgeRuntime:
         threads: ONNX Runtime intra-op threads (a device has few cores).
     """
 
-    def __init__(self, bundle: Bundle, *, split: int | None = None, cloud: CloudClient | None = None,
-                 exits: bool = True, threads: int = 1) -> None:
+    def __init__(
+        self,
+        bundle: Bundle,
+        *,
+        split: int | None = None,
+        cloud: CloudClient | None = None,
+        exits: bool = True,
+        threads: int = 1,
+    ) -> None:
         self.manifest = bundle.manifest
         self._n = len(self.manifest.segments)
         self._segments = [_session(str(bundle.file(s.file)), threads) for s in self.manifest.segments]
         self._exits: dict[int, _ExitGate] = {}
         for spec in self.manifest.exits if exits else ():
             session = _session(str(bundle.file(spec.file)), threads)
-            self._exits[spec.after_segment] = _ExitGate(spec, session, session.get_inputs()[0].name,
-                                                        criterion(spec.criterion))
+            self._exits[spec.after_segment] = _ExitGate(
+                spec, session, session.get_inputs()[0].name, criterion(spec.criterion)
+            )
         self._cloud = cloud
         self.split = self.manifest.default_split
         self.set_split(self.manifest.default_split if split is None else split)
@@ -85,8 +93,10 @@ class EdgeRuntime:
         """Move the split point (takes effect for the next request)."""
         self.manifest.split_point(split)
         if split < self._n and self._cloud is None:
-            raise EdgeError(f"split point {split} offloads to the cloud but no cloud client was given;"
-                            f" use split {self._n} for edge-only")
+            raise EdgeError(
+                f"split point {split} offloads to the cloud but no cloud client was given;"
+                f" use split {self._n} for edge-only"
+            )
         self.split = split
 
     def _prepare(self, x: np.ndarray) -> np.ndarray:
@@ -94,8 +104,9 @@ class EdgeRuntime:
         if x.shape == sample:
             x = x[None]
         if x.shape[1:] != sample or x.shape[0] != 1:
-            raise ValueError(f"input must have shape {list(sample)} or [1, {', '.join(map(str, sample))}],"
-                             f" got {list(x.shape)}")
+            raise ValueError(
+                f"input must have shape {list(sample)} or [1, {', '.join(map(str, sample))}], got {list(x.shape)}"
+            )
         return np.ascontiguousarray(x, dtype=np.float32)
 
     def infer(self, x: np.ndarray) -> Answer:

@@ -61,7 +61,9 @@ class TensorSpec:
 
     def __post_init__(self) -> None:
         _require(bool(self.name), "tensor name must not be empty")
-        _require(self.datatype in _DATATYPES, f"tensor {self.name!r}: datatype {self.datatype!r} is not one of {_DATATYPES}")
+        _require(
+            self.datatype in _DATATYPES, f"tensor {self.name!r}: datatype {self.datatype!r} is not one of {_DATATYPES}"
+        )
         _require(all(d == -1 or d > 0 for d in self.shape), f"tensor {self.name!r}: bad shape {self.shape}")
         object.__setattr__(self, "shape", tuple(int(d) for d in self.shape))
 
@@ -93,7 +95,9 @@ class Exit:
     calibration: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        _require(self.criterion in CRITERIA, f"exit {self.name!r}: criterion {self.criterion!r} is not one of {CRITERIA}")
+        _require(
+            self.criterion in CRITERIA, f"exit {self.name!r}: criterion {self.criterion!r} is not one of {CRITERIA}"
+        )
 
 
 @dataclass(frozen=True)
@@ -128,10 +132,14 @@ class Manifest:
     format_version: int = FORMAT_VERSION
 
     def __post_init__(self) -> None:
-        _require(self.format_version == FORMAT_VERSION,
-                 f"manifest format {self.format_version} is not supported (this reader knows {FORMAT_VERSION})")
+        _require(
+            self.format_version == FORMAT_VERSION,
+            f"manifest format {self.format_version} is not supported (this reader knows {FORMAT_VERSION})",
+        )
         _require(bool(self.segments), "a bundle needs at least one segment")
-        _require([s.index for s in self.segments] == list(range(len(self.segments))), "segments must be numbered 0..n-1")
+        _require(
+            [s.index for s in self.segments] == list(range(len(self.segments))), "segments must be numbered 0..n-1"
+        )
         for before, after in zip(self.segments, self.segments[1:], strict=False):
             _require(before.output == after.input, f"segment {after.index} input {after.input} != previous output")
         n = len(self.segments)
@@ -166,10 +174,16 @@ class Manifest:
                 return e
         raise BundleError(f"unknown exit {name!r}; valid exits: {[e.name for e in self.exits]}")
 
-    def with_thresholds(self, thresholds: Mapping[str, float], calibration: Mapping[str, Mapping[str, Any]]) -> Manifest:
+    def with_thresholds(
+        self, thresholds: Mapping[str, float], calibration: Mapping[str, Mapping[str, Any]]
+    ) -> Manifest:
         """A copy with new exit thresholds (and their calibration statistics)."""
         exits = tuple(
-            replace(e, threshold=float(thresholds.get(e.name, e.threshold)), calibration=calibration.get(e.name, e.calibration))
+            replace(
+                e,
+                threshold=float(thresholds.get(e.name, e.threshold)),
+                calibration=calibration.get(e.name, e.calibration),
+            )
             for e in self.exits
         )
         return replace(self, exits=exits)
@@ -261,8 +275,10 @@ class Bundle:
         missing = [f for f in files if not self.file(f).is_file()]
         _require(not missing, f"bundle {self.root}: missing files {missing}")
         actual = content_hash(self.root, files)
-        _require(actual == self.manifest.content_hash,
-                 f"bundle {self.root}: content hash {actual} does not match the manifest's {self.manifest.content_hash}")
+        _require(
+            actual == self.manifest.content_hash,
+            f"bundle {self.root}: content hash {actual} does not match the manifest's {self.manifest.content_hash}",
+        )
 
 
 def write_manifest(root: Path, manifest: Manifest) -> Manifest:

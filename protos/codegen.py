@@ -23,9 +23,7 @@ PROTOS: tuple[str, ...] = ("protos/inference.proto", "protos/health.proto")
 """The sources, relative to the repository root."""
 
 GENERATED: tuple[str, ...] = tuple(
-    f"{proto.removesuffix('.proto')}{suffix}"
-    for proto in PROTOS
-    for suffix in ("_pb2.py", "_pb2.pyi", "_pb2_grpc.py")
+    f"{proto.removesuffix('.proto')}{suffix}" for proto in PROTOS for suffix in ("_pb2.py", "_pb2.pyi", "_pb2_grpc.py")
 )
 """The generated files, relative to the repository root (``protos/inference_pb2.py``, ...)."""
 
@@ -74,9 +72,7 @@ def generate(out_dir: Path, root: Path | None = None) -> None:
         RuntimeError: protoc failed; the message carries its output.
     """
     root = repo_root() if root is None else root
-    result = subprocess.run(
-        protoc_command(root, out_dir), cwd=root, capture_output=True, text=True, check=False
-    )
+    result = subprocess.run(protoc_command(root, out_dir), cwd=root, capture_output=True, text=True, check=False)
     if result.returncode != 0:
         raise RuntimeError(f"protoc failed (exit {result.returncode}):\n{result.stderr}{result.stdout}")
 

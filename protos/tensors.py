@@ -113,9 +113,7 @@ def datatype_of(dtype: np.dtype | type) -> str:
     return name
 
 
-def request_inputs(
-    request: inference_pb2.ModelInferRequest, *, max_elements: int = 1 << 28
-) -> dict[str, np.ndarray]:
+def request_inputs(request: inference_pb2.ModelInferRequest, *, max_elements: int = 1 << 28) -> dict[str, np.ndarray]:
     """Decode every input tensor of a request, by name, in request order.
 
     Raw inputs come back as zero-copy, read-only views of the bytes protobuf hands out; typed ``contents``
@@ -229,9 +227,7 @@ def _param_kind(key: str, value: object) -> tuple[str, bool | int | float | str]
         return "bool_param", plain
     if isinstance(plain, int):
         if not _INT64_MIN <= plain <= _UINT64_MAX:
-            raise ValueError(
-                f"parameter {key!r}: {plain} is outside the int64/uint64 range [-2**63, 2**64-1]"
-            )
+            raise ValueError(f"parameter {key!r}: {plain} is outside the int64/uint64 range [-2**63, 2**64-1]")
         return ("int64_param" if plain <= _INT64_MAX else "uint64_param"), plain
     if isinstance(plain, float):
         return "double_param", plain
@@ -240,9 +236,7 @@ def _param_kind(key: str, value: object) -> tuple[str, bool | int | float | str]
     raise TypeError(f"parameter {key!r}: {type(value).__name__} is not one of bool, int, float, str")
 
 
-def _decode(
-    tensors: Sequence[Any], raw: Sequence[bytes], kind: str, max_elements: int
-) -> dict[str, np.ndarray]:
+def _decode(tensors: Sequence[Any], raw: Sequence[bytes], kind: str, max_elements: int) -> dict[str, np.ndarray]:
     if raw and len(raw) != len(tensors):
         raise TensorFormatError(
             f"raw_{kind}_contents has {len(raw)} entries but there are {len(tensors)} {kind}s; "
@@ -265,9 +259,7 @@ def _decode(
     return arrays
 
 
-def _spec(
-    label: str, datatype: str, dims: Sequence[int], max_elements: int
-) -> tuple[np.dtype, tuple[int, ...], int]:
+def _spec(label: str, datatype: str, dims: Sequence[int], max_elements: int) -> tuple[np.dtype, tuple[int, ...], int]:
     dtype = DATATYPES.get(datatype)
     if dtype is None:
         raise TensorFormatError(f"{label} has datatype {datatype!r}; supported: {_VALID_NAMES}")
@@ -295,9 +287,7 @@ def _from_raw(label: str, data: bytes, dtype: np.dtype, shape: tuple[int, ...], 
 def _from_contents(label: str, tensor: Any, shape: tuple[int, ...], count: int) -> np.ndarray:
     datatype = tensor.datatype
     if datatype not in _TYPED_FIELDS:
-        raise TensorFormatError(
-            f"{label} is {datatype}, which has no typed contents field; send it in raw contents"
-        )
+        raise TensorFormatError(f"{label} is {datatype}, which has no typed contents field; send it in raw contents")
     field, wire_dtype = _TYPED_FIELDS[datatype]
     values = getattr(tensor.contents, field)
     if len(values) != count:

@@ -16,7 +16,7 @@ import numpy as np
 
 from edge.policy import Criterion, confident
 
-__all__ = ["Calibration", "NEVER", "calibrate", "cascade"]
+__all__ = ["NEVER", "Calibration", "calibrate", "cascade"]
 
 # A threshold no score reaches: the exit never fires.
 NEVER = {"max_softmax": 2.0, "entropy": -1.0}
@@ -79,8 +79,12 @@ def calibrate(
         thresholds[name] = float(raw[order][m - 1]) if m else NEVER[crit.name]
         taken = idx[order[:m]]
         remaining[taken] = False
-        stats[name] = {"reached": len(idx), "exited": m, "exit_rate": m / n,
-                       "accuracy_exited": float(exit_ok[order[:m]].mean()) if m else None}
+        stats[name] = {
+            "reached": len(idx),
+            "exited": m,
+            "exit_rate": m / n,
+            "accuracy_exited": float(exit_ok[order[:m]].mean()) if m else None,
+        }
     preds, _ = cascade(final_probs, exit_probs, criteria, [thresholds[k] for k in names])
     return Calibration(thresholds, stats, correct / n, float((preds == labels).mean()), budget)
 

@@ -32,7 +32,7 @@ class Dataset:
 
 def _resize(images: np.ndarray, size: int) -> np.ndarray:
     """Bilinear resize of ``(N, H, W)`` images to ``size x size`` (half-pixel centres, as ONNX/PyTorch)."""
-    n, h, w = images.shape
+    _n, h, w = images.shape
     ys = np.clip((np.arange(size) + 0.5) * h / size - 0.5, 0, h - 1)
     xs = np.clip((np.arange(size) + 0.5) * w / size - 0.5, 0, w - 1)
     y0, x0 = np.floor(ys).astype(int), np.floor(xs).astype(int)
@@ -45,8 +45,8 @@ def _resize(images: np.ndarray, size: int) -> np.ndarray:
 
 def _split_indices(n: int, test: float, cal: float, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     order = np.random.default_rng(seed).permutation(n)
-    n_test, n_cal = int(round(n * test)), int(round(n * cal))
-    return order[n_test + n_cal:], order[n_test:n_test + n_cal], order[:n_test]
+    n_test, n_cal = round(n * test), round(n * cal)
+    return order[n_test + n_cal :], order[n_test : n_test + n_cal], order[:n_test]
 
 
 def load_digits(image_size: int = 16, seed: int = 0, test: float = 0.2, cal: float = 0.15) -> Dataset:
@@ -63,10 +63,26 @@ def load_digits(image_size: int = 16, seed: int = 0, test: float = 0.2, cal: flo
     mean, std = float(images[train].mean()), float(images[train].std())
     x = ((images - mean) / std)[:, None].astype(np.float32)
     y = digits.target.astype(np.int64)
-    prep = {"source": "sklearn.datasets.load_digits", "source_shape": [8, 8], "scale": 1 / 16,
-            "resize": [image_size, image_size], "interpolation": "bilinear", "mean": mean, "std": std}
-    return Dataset("digits", tuple(str(c) for c in range(10)), x[train], y[train], x[calib], y[calib],
-                   x[test_idx], y[test_idx], prep)
+    prep = {
+        "source": "sklearn.datasets.load_digits",
+        "source_shape": [8, 8],
+        "scale": 1 / 16,
+        "resize": [image_size, image_size],
+        "interpolation": "bilinear",
+        "mean": mean,
+        "std": std,
+    }
+    return Dataset(
+        "digits",
+        tuple(str(c) for c in range(10)),
+        x[train],
+        y[train],
+        x[calib],
+        y[calib],
+        x[test_idx],
+        y[test_idx],
+        prep,
+    )
 
 
 def load_dataset(name: str, **kwargs: Any) -> Dataset:

@@ -37,8 +37,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--criterion", default="max_softmax", choices=["max_softmax", "entropy"])
     parser.add_argument("--epochs", type=int, default=30, help="training epochs (default: %(default)s)")
     parser.add_argument("--width", type=float, default=0.5, help="width multiplier (default: %(default)s)")
-    parser.add_argument("--cache-dir", type=Path, default=None, help="trained models and bundles (default: "
-                        "$EDGESPLIT_CACHE or ~/.cache/edgesplit)")
+    parser.add_argument(
+        "--cache-dir",
+        type=Path,
+        default=None,
+        help="trained models and bundles (default: $EDGESPLIT_CACHE or ~/.cache/edgesplit)",
+    )
 
 
 def _run(bundle: Bundle, target: str, x: np.ndarray, y: np.ndarray, split: int, exits: bool) -> RunStats:
@@ -57,8 +61,10 @@ def _table(results: dict[str, Any], hybrid: RunStats, base: dict[str, RunStats])
     head = f"{'':<12}{'accuracy':>9}{'p50 ms':>9}{'p95 ms':>9}{'offload':>9}{'bytes/offload':>15}"
     lines = [head, "-" * len(head)]
     for name, s in rows:
-        lines.append(f"{name:<12}{s.accuracy:>9.2%}{s.latency_ms['p50']:>9.3f}{s.latency_ms['p95']:>9.3f}"
-                     f"{s.offload_rate:>9.1%}{s.bytes_per_offload:>15.0f}")
+        lines.append(
+            f"{name:<12}{s.accuracy:>9.2%}{s.latency_ms['p50']:>9.3f}{s.latency_ms['p95']:>9.3f}"
+            f"{s.offload_rate:>9.1%}{s.bytes_per_offload:>15.0f}"
+        )
     lines.append(f"{'full model':<12}{results['accuracy_full']:>9.2%}   (PyTorch, same weights)")
     exits = ", ".join(f"{k} {v:.1%}" for k, v in hybrid.exit_rate.items())
     lines.append(f"exit rate: {exits}; offloaded {hybrid.offload_rate:.1%}")
@@ -71,27 +77,50 @@ def run(args: argparse.Namespace) -> int:
     torch.set_num_threads(2)
     data = load_digits()
     model = ModelConfig(width=args.width)
-    bundle, net = make_bundle(data, model, TrainConfig(epochs=args.epochs),
-                              BundleConfig(args.criterion, args.budget / 100, args.split),
-                              args.cache_dir or default_cache_dir())
+    bundle, net = make_bundle(
+        data,
+        model,
+        TrainConfig(epochs=args.epochs),
+        BundleConfig(args.criterion, args.budget / 100, args.split),
+        args.cache_dir or default_cache_dir(),
+    )
     accuracy_full = float((predict(net, data.x_test)[0].argmax(-1) == data.y_test).mean())
     n_segments = len(bundle.manifest.segments)
     with CloudProcess([bundle.root]) as cloud:
         hybrid = _run(bundle, cloud.target, data.x_test, data.y_test, args.split, exits=True)
-        base = {"edge_only": _run(bundle, cloud.target, data.x_test, data.y_test, n_segments, exits=False),
-                "cloud_only": _run(bundle, cloud.target, data.x_test, data.y_test, 0, exits=False)}
+        base = {
+            "edge_only": _run(bundle, cloud.target, data.x_test, data.y_test, n_segments, exits=False),
+            "cloud_only": _run(bundle, cloud.target, data.x_test, data.y_test, 0, exits=False),
+        }
     results = {
-        "dataset": data.name, "n": hybrid.n, "model": bundle.manifest.model, "split": args.split,
-        "budget_points": args.budget, "criterion": args.criterion,
-        "accuracy_full": accuracy_full, "accuracy_hybrid": hybrid.accuracy, "exit_rate": hybrid.exit_rate,
-        "offload_rate": hybrid.offload_rate, "bytes_per_offload": hybrid.bytes_per_offload,
+        "dataset": data.name,
+        "n": hybrid.n,
+        "model": bundle.manifest.model,
+        "split": args.split,
+        "budget_points": args.budget,
+        "criterion": args.criterion,
+        "accuracy_full": accuracy_full,
+        "accuracy_hybrid": hybrid.accuracy,
+        "exit_rate": hybrid.exit_rate,
+        "offload_rate": hybrid.offload_rate,
+        "bytes_per_offload": hybrid.bytes_per_offload,
         "latency_ms": hybrid.latency_ms,
-        "baselines": {k: {"accuracy": s.accuracy, "latency_ms": s.latency_ms, "offload_rate": s.offload_rate,
-                          "bytes_per_offload": s.bytes_per_offload} for k, s in base.items()},
-        "bundle": str(bundle.root), "content_hash": bundle.manifest.content_hash,
+        "baselines": {
+            k: {
+                "accuracy": s.accuracy,
+                "latency_ms": s.latency_ms,
+                "offload_rate": s.offload_rate,
+                "bytes_per_offload": s.bytes_per_offload,
+            }
+            for k, s in base.items()
+        },
+        "bundle": str(bundle.root),
+        "content_hash": bundle.manifest.content_hash,
     }
-    print(f"\nedgesplit demo: {data.name}, {hybrid.n} test samples, {bundle.manifest.model}, split point "
-          f"{args.split} of {n_segments}, budget {args.budget} pt\n")
+    print(
+        f"\nedgesplit demo: {data.name}, {hybrid.n} test samples, {bundle.manifest.model}, split point "
+        f"{args.split} of {n_segments}, budget {args.budget} pt\n"
+    )
     print(_table(results, hybrid, base))
     print(f"\nbundle: {bundle.root}\ntook {time.perf_counter() - start:.1f}s")
     if args.json:

@@ -26,15 +26,24 @@ def boundary_name(index: int, n_segments: int) -> str:
     return "logits" if index == n_segments else f"b{index}"
 
 
-def export_onnx(module: nn.Module, sample_shape: tuple[int, ...], path: Path, input_name: str, output_name: str) -> None:
+def export_onnx(
+    module: nn.Module, sample_shape: tuple[int, ...], path: Path, input_name: str, output_name: str
+) -> None:
     """Export ``module`` to ONNX with a dynamic batch dimension (torch.export-based exporter, quietly)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     example = (torch.zeros(2, *sample_shape),)
     batch = torch.export.Dim("batch", min=1, max=65536)
     with contextlib.redirect_stdout(io.StringIO()), torch.no_grad():
         torch.onnx.export(
-            module.eval(), example, str(path), dynamo=True, external_data=False, verbose=False,
-            input_names=[input_name], output_names=[output_name], dynamic_shapes=({0: batch},),
+            module.eval(),
+            example,
+            str(path),
+            dynamo=True,
+            external_data=False,
+            verbose=False,
+            input_names=[input_name],
+            output_names=[output_name],
+            dynamic_shapes=({0: batch},),
         )
 
 
@@ -81,9 +90,16 @@ def export_bundle(
             export_onnx(nn.Sequential(*list(net.segments)[k:]), shapes[k], out / tail, specs[k].name, specs[n].name)
         split_points.append(SplitPoint(k, specs[k], "fp32", tail))
     manifest = Manifest(
-        model=model_name, family=config.family, classes=classes, input=specs[0], output=specs[n],
-        segments=tuple(segments), exits=tuple(exits), split_points=tuple(split_points),
-        default_split=default_split, preprocessing=dict(preprocessing or {}),
+        model=model_name,
+        family=config.family,
+        classes=classes,
+        input=specs[0],
+        output=specs[n],
+        segments=tuple(segments),
+        exits=tuple(exits),
+        split_points=tuple(split_points),
+        default_split=default_split,
+        preprocessing=dict(preprocessing or {}),
     )
     if calibration is not None:
         manifest = manifest.with_thresholds(calibration.thresholds, _calibration_stats(calibration))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -86,7 +87,7 @@ def build_splitnet(config: ModelConfig, blocks: nn.Sequential) -> SplitNet:
     if config.boundaries[-1] >= len(blocks):
         raise ValueError(f"boundary {config.boundaries[-1]} is past the last block (the model has {len(blocks)})")
     cuts = [0, *config.boundaries, len(blocks)]
-    segments = [nn.Sequential(*list(blocks)[a:b]) for a, b in zip(cuts, cuts[1:], strict=False)]
+    segments = [nn.Sequential(*list(blocks)[a:b]) for a, b in itertools.pairwise(cuts)]
     shapes = SplitNet(segments, {}).eval().boundary_shapes(config.input_shape)
     heads: dict[int, nn.Module] = {}
     for i in config.exits:

@@ -47,8 +47,9 @@ def _key(*parts: Any) -> str:
     return hashlib.sha256((blob + torch.__version__).encode()).hexdigest()[:16]
 
 
-def trained_model(data: Dataset, model: ModelConfig, train: TrainConfig, cache: Path,
-                  progress: bool = True) -> tuple[SplitNet, bool]:
+def trained_model(
+    data: Dataset, model: ModelConfig, train: TrainConfig, cache: Path, progress: bool = True
+) -> tuple[SplitNet, bool]:
     """The trained network for these configs, from ``cache`` when present; (net, was_cached)."""
     torch.manual_seed(train.seed)
     net = build_splitnet(model, build(model.family, model.in_channels, model.num_classes, model.width))
@@ -69,12 +70,18 @@ def calibrate_net(net: SplitNet, data: Dataset, config: BundleConfig) -> Calibra
     final, exits = predict(net, data.x_cal)
     crit = criterion(config.criterion)
     names = [f"exit{k}" for k in range(len(exits))]
-    return calibrate(data.y_cal, softmax(final), [softmax(e) for e in exits], [crit] * len(exits), names,
-                     config.budget)
+    return calibrate(data.y_cal, softmax(final), [softmax(e) for e in exits], [crit] * len(exits), names, config.budget)
 
 
-def make_bundle(data: Dataset, model: ModelConfig, train: TrainConfig, config: BundleConfig, cache: Path,
-                out: Path | None = None, progress: bool = True) -> tuple[Bundle, SplitNet]:
+def make_bundle(
+    data: Dataset,
+    model: ModelConfig,
+    train: TrainConfig,
+    config: BundleConfig,
+    cache: Path,
+    out: Path | None = None,
+    progress: bool = True,
+) -> tuple[Bundle, SplitNet]:
     """Train (or load), calibrate and export; reuses an exported bundle whose inputs are unchanged."""
     net, _ = trained_model(data, model, train, cache, progress)
     if out is None:
@@ -84,7 +91,15 @@ def make_bundle(data: Dataset, model: ModelConfig, train: TrainConfig, config: B
         except BundleError:
             pass
     calibration = calibrate_net(net, data, config)
-    export_bundle(net, model, out, model_name=f"{model.family}_{data.name}", classes=data.classes,
-                  default_split=config.default_split, calibration=calibration, criterion=config.criterion,
-                  preprocessing=data.preprocessing)
+    export_bundle(
+        net,
+        model,
+        out,
+        model_name=f"{model.family}_{data.name}",
+        classes=data.classes,
+        default_split=config.default_split,
+        calibration=calibration,
+        criterion=config.criterion,
+        preprocessing=data.preprocessing,
+    )
     return Bundle.load(out), net

@@ -29,7 +29,9 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         if self.epochs < 1 or self.batch_size < 1 or self.lr <= 0:
-            raise ValueError(f"epochs, batch_size and lr must be positive, got {self.epochs}, {self.batch_size}, {self.lr}")
+            raise ValueError(
+                f"epochs, batch_size and lr must be positive, got {self.epochs}, {self.batch_size}, {self.lr}"
+            )
 
 
 def loss_weights(config: TrainConfig, n_exits: int) -> list[float]:
@@ -63,7 +65,7 @@ def train_joint(net: SplitNet, data: Dataset, config: TrainConfig, progress: boo
             loss.backward()  # type: ignore[union-attr]
             opt.step()
             sched.step()
-            total += float(loss) * len(idx)
+            total += float(loss.detach()) * len(idx)  # type: ignore[union-attr]
         history.append(total / len(x))
         if bar:
             bar.update(note=f"loss {history[-1]:.3f}")
@@ -79,7 +81,7 @@ def predict(net: SplitNet, x: np.ndarray, batch_size: int = 512) -> tuple[np.nda
     net.eval()
     finals, exits = [], []
     for start in range(0, len(x), batch_size):
-        final, outs = net.forward_all(torch.from_numpy(x[start:start + batch_size]))
+        final, outs = net.forward_all(torch.from_numpy(x[start : start + batch_size]))
         finals.append(final.numpy())
         exits.append([o.numpy() for o in outs])
     per_exit = [np.concatenate([batch[k] for batch in exits]) for k in range(len(net.exits))]

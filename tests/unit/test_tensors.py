@@ -45,9 +45,7 @@ def _sample(datatype: str, shape: tuple[int, ...] = (2, 3)) -> np.ndarray:
     return values.reshape(shape)
 
 
-def _typed_request(
-    name: str, datatype: str, shape: list[int], **contents: Any
-) -> inference_pb2.ModelInferRequest:
+def _typed_request(name: str, datatype: str, shape: list[int], **contents: Any) -> inference_pb2.ModelInferRequest:
     request = inference_pb2.ModelInferRequest(model_name="m")
     request.inputs.add(
         name=name, datatype=datatype, shape=shape, contents=inference_pb2.InferTensorContents(**contents)
@@ -55,9 +53,7 @@ def _typed_request(
     return request
 
 
-def _raw_request(
-    datatype: str, shape: list[int], data: bytes, name: str = "x"
-) -> inference_pb2.ModelInferRequest:
+def _raw_request(datatype: str, shape: list[int], data: bytes, name: str = "x") -> inference_pb2.ModelInferRequest:
     request = inference_pb2.ModelInferRequest(model_name="m")
     request.inputs.add(name=name, datatype=datatype, shape=shape)
     request.raw_input_contents.append(data)
@@ -136,9 +132,7 @@ def test_typed_response_outputs() -> None:
         shape=[1, 2],
         contents=inference_pb2.InferTensorContents(fp32_contents=[0.25, 0.75]),
     )
-    np.testing.assert_array_equal(
-        response_outputs(response)["scores"], np.array([[0.25, 0.75]], dtype=np.float32)
-    )
+    np.testing.assert_array_equal(response_outputs(response)["scores"], np.array([[0.25, 0.75]], dtype=np.float32))
 
 
 def test_inputs_keep_request_order_and_scalar_and_empty_shapes() -> None:
@@ -196,17 +190,13 @@ def test_bytes_datatype_is_not_carried() -> None:
 
 
 def test_negative_dimension() -> None:
-    with pytest.raises(
-        TensorFormatError, match=r"input 'x' has shape \[-1, 3\]; every dimension must be >= 0"
-    ):
+    with pytest.raises(TensorFormatError, match=r"input 'x' has shape \[-1, 3\]; every dimension must be >= 0"):
         request_inputs(_raw_request("FP32", [-1, 3], b""))
 
 
 @pytest.mark.parametrize("size", [11, 13, 0])
 def test_raw_byte_count_must_match_exactly(size: int) -> None:
-    with pytest.raises(
-        TensorFormatError, match=rf"input 'x' has {size} raw bytes; .* needs exactly 12 \(3 x 4\)"
-    ):
+    with pytest.raises(TensorFormatError, match=rf"input 'x' has {size} raw bytes; .* needs exactly 12 \(3 x 4\)"):
         request_inputs(_raw_request("INT32", [3], b"\x01" * size))
 
 
@@ -240,16 +230,12 @@ def test_raw_and_contents_together() -> None:
 
 
 def test_fp16_has_no_typed_contents() -> None:
-    with pytest.raises(
-        TensorFormatError, match="input 'h' is FP16, which has no typed contents field; send it in raw"
-    ):
+    with pytest.raises(TensorFormatError, match="input 'h' is FP16, which has no typed contents field; send it in raw"):
         request_inputs(_typed_request("h", "FP16", [1], fp32_contents=[1.0]))
 
 
 def test_typed_value_count_must_match_shape() -> None:
-    with pytest.raises(
-        TensorFormatError, match=r"input 'x' has 2 values in contents.fp32_contents; .* exactly 3"
-    ):
+    with pytest.raises(TensorFormatError, match=r"input 'x' has 2 values in contents.fp32_contents; .* exactly 3"):
         request_inputs(_typed_request("x", "FP32", [3], fp32_contents=[1.0, 2.0]))
 
 

@@ -1,0 +1,56 @@
+"""``edgesplit edge``: run a bundle's head on inputs from a ``.npy`` file, offloading to a cloud when needed."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+
+from edge.client import CloudClient
+from edge.evaluate import evaluate
+from edge.runtime import EdgeRuntime
+from protos.bundle import Bundle
+
+__all__ = ["add_arguments", "run"]
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The subcommand's options."""
+    parser.add_argument("--bundle", required=True, type=Path, metavar="DIR", help="bundle directory")
+    parser.add_argument("--cloud", metavar="HOST:PORT", help="cloud server; without it the edge runs alone")
+    parser.add_argument("--split", type=int, help="split point (default: the manifest's; edge-only without --cloud)")
+    parser.add_argument(
+        "--input", required=True, type=Path, metavar="NPY", help="model-ready samples, shape [N, *input shape], float32"
+    )
+    parser.add_argument("--labels", type=Path, metavar="NPY", help="labels [N]: print accuracy and exit rates")
+    parser.add_argument("--no-exits", action="store_true", help="never exit early")
+    parser.add_argument("--timeout", type=float, default=5.0, help="cloud deadline per request, seconds")
+    parser.add_argument("--json", type=Path, metavar="PATH", help="write the summary (with --labels) as JSON")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Answer every sample; with labels print a summary, else one line per answer."""
+    bundle = Bundle.load(args.bundle)
+    manifest = bundle.manifest
+    client = None
+    if args.cloud:
+        client = CloudClient(
+            args.cloud, model=manifest.model, bundle_hash=manifest.content_hash, timeout_s=args.timeout
+        )
+        client.wait_ready()
+    split = args.split if args.split is not None else (manifest.default_split if client else len(manifest.segments))
+    runtime = EdgeRuntime(bundle, split=split, cloud=client, exits=not args.no_exits)
+    x = np.load(args.input, allow_pickle=False)
+    if args.labels is None:
+        for i, sample in enumerate(x):
+            a = runtime.infer(sample)
+            where = a.exit if a.source == "exit" else a.source
+            print(f"{i}\t{manifest.classes[a.label]}\t{a.confidence:.3f}\t{where}")
+        return 0
+    stats, _ = evaluate(runtime, x, np.load(args.labels, allow_pickle=False))
+    print(json.dumps(stats.to_dict(), indent=2))
+    if args.json:
+        args.json.write_text(json.dumps(stats.to_dict(), indent=2) + "\n")
+    return 0

@@ -1,0 +1,72 @@
+"""Shared fixtures. Tests are marked by folder: tests/unit -> unit, tests/integration -> integration, tests/e2e -> e2e.
+
+The ``bundle`` fixture trains a small network on the digits for a few epochs (seconds) and exports it once per
+session; ``cloud`` serves it in-process on 127.0.0.1 with a free port.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+import pytest
+
+_FOLDER_MARKS = {"unit", "integration", "e2e"}
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        parts = set(Path(str(item.fspath)).parts) & _FOLDER_MARKS
+        for mark in parts:
+            item.add_marker(getattr(pytest.mark, mark))
+
+
+@pytest.fixture(scope="session")
+def digits():  # type: ignore[no-untyped-def]
+    from split.data import load_digits
+
+    return load_digits()
+
+
+@pytest.fixture(scope="session")
+def trained(digits, tmp_path_factory):  # type: ignore[no-untyped-def]
+    """(bundle, net, model_config): a width-0.25 MobileNetV2 trained 4 epochs, calibrated and exported."""
+    import torch
+
+    from split.partition import ModelConfig
+    from split.pipeline import BundleConfig, make_bundle
+    from split.train import TrainConfig
+
+    torch.set_num_threads(2)
+    model = ModelConfig(width=0.25)
+    out = tmp_path_factory.mktemp("bundle")
+    bundle, net = make_bundle(
+        digits,
+        model,
+        TrainConfig(epochs=4),
+        BundleConfig(default_split=2),
+        cache=tmp_path_factory.mktemp("cache"),
+        out=out,
+        progress=False,
+    )
+    return bundle, net, model
+
+
+@pytest.fixture(scope="session")
+def bundle(trained):  # type: ignore[no-untyped-def]
+    return trained[0]
+
+
+@pytest.fixture()
+def cloud(bundle) -> Iterator[str]:  # type: ignore[no-untyped-def]
+    """An in-process cloud server for ``bundle`` on 127.0.0.1:0; yields ``host:port`` once ready."""
+    from cloud.server import CloudConfig, CloudServer
+
+    server = CloudServer(CloudConfig(bundles=(str(bundle.root),), port=0, threads=1))
+    port = server.start()
+    target = f"127.0.0.1:{port}"
+    with grpc.insecure_channel(target) as channel:
+        grpc.channel_ready_future(channel).result(timeout=10)
+    yield target
+    server.stop(grace=1.0)
