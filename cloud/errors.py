@@ -94,6 +94,8 @@ class ErrorInterceptor(grpc.ServerInterceptor):
             try:
                 return inner(request, context)
             except Exception as exc:
+                if context.code() not in (None, grpc.StatusCode.OK):
+                    raise  # the handler aborted with its own status (context.abort raises a bare Exception)
                 _abort(context, exc)
 
         return grpc.unary_unary_rpc_method_handler(

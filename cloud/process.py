@@ -33,7 +33,7 @@ class CloudProcess:
 
     def start(self) -> str:
         """Start the server; returns ``host:port`` once it says it is serving."""
-        self._stderr = tempfile.TemporaryFile(mode="w+")
+        self._stderr = tempfile.TemporaryFile(mode="w+")  # noqa: SIM115 - closed in stop()
         self.process = subprocess.Popen(self.command, stdout=subprocess.PIPE, stderr=self._stderr, text=True)
         assert self.process.stdout is not None
         line = self.process.stdout.readline()  # blocks until the ready line or the process exits

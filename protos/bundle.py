@@ -25,6 +25,7 @@ __all__ = [
     "CRITERIA",
     "FORMAT_VERSION",
     "MANIFEST",
+    "WIRE_FORMATS",
     "Bundle",
     "BundleError",
     "Exit",
@@ -100,18 +101,36 @@ class Exit:
         )
 
 
+WIRE_FORMATS = ("fp32", "fp16", "int8", "int8c")
+"""How the split tensor travels: float32, float16, int8 affine per tensor, int8 affine per channel (axis 1)."""
+
+
 @dataclass(frozen=True)
 class SplitPoint:
     """Execution moves to the cloud before segment ``index``: the edge runs segments ``[0, index)``.
 
-    ``index == 0`` sends the raw input (cloud only); ``index == len(segments)`` never offloads (edge only, no tail).
+    ``index == 0`` sends the raw input (cloud only); ``index == len(segments)`` never offloads (edge only, no
+    tail). ``name`` is the boundary's name in the traced model (``input`` and ``output`` at the ends).
+    ``tensor`` is the float32 tensor at the boundary; ``tails`` maps each wire format the cloud accepts
+    (:data:`WIRE_FORMATS`) to the ONNX file of the fused tail that takes it; ``codec`` is the default codec,
+    a wire format optionally followed by ``+zstd`` or ``+lz4``.
     """
 
     index: int
+    name: str
     tensor: TensorSpec
     codec: str = "fp32"
-    tail: str | None = None
+    tails: Mapping[str, str] = field(default_factory=dict)
     cost: Mapping[str, Any] | None = None
+
+    def __post_init__(self) -> None:
+        bad = sorted(set(self.tails) - set(WIRE_FORMATS))
+        _require(not bad, f"split point {self.index}: unknown wire formats {bad}; valid: {list(WIRE_FORMATS)}")
+
+    @property
+    def tail(self) -> str | None:
+        """The float32 tail's file (None for the edge-only split point)."""
+        return self.tails.get("fp32")
 
 
 @dataclass(frozen=True)
@@ -148,7 +167,7 @@ class Manifest:
         _require(len({e.name for e in self.exits}) == len(self.exits), "exit names must be unique")
         for sp in self.split_points:
             _require(0 <= sp.index <= n, f"split point {sp.index} not in 0..{n}")
-            _require(sp.tail is not None or sp.index == n, f"split point {sp.index} has no tail")
+            _require(sp.tail is not None or sp.index == n, f"split point {sp.index} has no fp32 tail")
         self.split_point(self.default_split)
 
     @property
@@ -191,7 +210,7 @@ class Manifest:
     def artifact_files(self) -> tuple[str, ...]:
         """Every file the manifest refers to, sorted; the content hash covers exactly these."""
         files = {s.file for s in self.segments} | {e.file for e in self.exits}
-        files |= {sp.tail for sp in self.split_points if sp.tail}
+        files |= {f for sp in self.split_points for f in sp.tails.values()}
         return tuple(sorted(files))
 
     def to_json(self) -> str:
@@ -213,7 +232,9 @@ class Manifest:
                 ),
                 exits=tuple(Exit(**e) for e in data["exits"]),
                 split_points=tuple(
-                    SplitPoint(sp["index"], _tensor(sp["tensor"]), sp["codec"], sp.get("tail"), sp.get("cost"))
+                    SplitPoint(
+                        sp["index"], sp["name"], _tensor(sp["tensor"]), sp["codec"], dict(sp["tails"]), sp.get("cost")
+                    )
                     for sp in data["split_points"]
                 ),
                 default_split=data["default_split"],

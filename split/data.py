@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import gzip
+import struct
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-__all__ = ["Dataset", "load_dataset", "load_digits"]
+__all__ = ["Dataset", "load_dataset", "load_digits", "load_fashion_mnist", "read_idx"]
 
 
 @dataclass(frozen=True)
@@ -85,9 +88,65 @@ def load_digits(image_size: int = 16, seed: int = 0, test: float = 0.2, cal: flo
     )
 
 
+FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
+FASHION_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
+                   "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")  # fmt: skip
+IDX_FILES = {
+    "train_images": "train-images-idx3-ubyte", "train_labels": "train-labels-idx1-ubyte",
+    "test_images": "t10k-images-idx3-ubyte", "test_labels": "t10k-labels-idx1-ubyte",
+}  # fmt: skip
+
+
+def read_idx(path: Path) -> np.ndarray:
+    """Read an IDX file (optionally ``.gz``): the big-endian header says the element type and the shape."""
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rb") as fh:
+        data = fh.read()
+    if len(data) < 4 or data[0] != 0 or data[1] != 0 or data[2] not in _IDX_TYPES:
+        raise ValueError(f"{path}: not an IDX file (bad magic {data[:4].hex()})")
+    dtype, ndim = np.dtype(_IDX_TYPES[data[2]]), data[3]
+    shape = struct.unpack(f">{ndim}I", data[4 : 4 + 4 * ndim])
+    body = np.frombuffer(data, dtype=dtype, offset=4 + 4 * ndim)
+    if body.size != int(np.prod(shape)):
+        raise ValueError(f"{path}: header says shape {shape} but holds {body.size} values")
+    return body.reshape(shape).astype(dtype.newbyteorder("="))
+
+
+_IDX_TYPES = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
+
+
+def _find_idx(data_dir: Path, stem: str) -> Path:
+    for candidate in (data_dir / f"{stem}.gz", data_dir / stem):
+        if candidate.is_file():
+            return candidate
+    raise FileNotFoundError(
+        f"{data_dir}: no {stem}[.gz]; a data directory holds the four standard IDX files "
+        f"{sorted(IDX_FILES.values())} (Debian: apt-get install dataset-fashion-mnist)"
+    )
+
+
+def load_fashion_mnist(data_dir: str | Path | None = None, seed: int = 0, cal: int = 5000) -> Dataset:
+    """Fashion-MNIST (28x28) from IDX files: the official 10k test set; ``cal`` samples carved out of train."""
+    root = Path(data_dir) if data_dir else FASHION_MNIST_DIR
+    arrays = {key: read_idx(_find_idx(root, stem)) for key, stem in IDX_FILES.items()}
+    train_x = arrays["train_images"].astype(np.float32) / 255.0
+    order = np.random.default_rng(seed).permutation(len(train_x))
+    calib, train = order[:cal], order[cal:]
+    mean, std = float(train_x[train].mean()), float(train_x[train].std())
+
+    def prep(images: np.ndarray) -> np.ndarray:
+        return ((images.astype(np.float32) / 255.0 - mean) / std)[:, None]
+
+    y_train = arrays["train_labels"].astype(np.int64)
+    prep_spec = {"source": str(root), "scale": 1 / 255, "mean": mean, "std": std, "resize": [28, 28]}
+    return Dataset("fashion-mnist", FASHION_CLASSES, prep(arrays["train_images"][train]), y_train[train],
+                   prep(arrays["train_images"][calib]), y_train[calib], prep(arrays["test_images"]),
+                   arrays["test_labels"].astype(np.int64), prep_spec)  # fmt: skip
+
+
 def load_dataset(name: str, **kwargs: Any) -> Dataset:
     """Load a dataset by name; ``ValueError`` listing the known names otherwise."""
-    loaders = {"digits": load_digits}
+    loaders: dict[str, Any] = {"digits": load_digits, "fashion-mnist": load_fashion_mnist}
     if name not in loaders:
         raise ValueError(f"unknown dataset {name!r}; known datasets: {sorted(loaders)}")
     return loaders[name](**kwargs)

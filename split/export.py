@@ -88,7 +88,8 @@ def export_bundle(
         tail = f"tails/tail{k}.onnx" if k < n else None
         if tail:
             export_onnx(nn.Sequential(*list(net.segments)[k:]), shapes[k], out / tail, specs[k].name, specs[n].name)
-        split_points.append(SplitPoint(k, specs[k], "fp32", tail))
+        name = "input" if k == 0 else ("output" if k == n else net.boundary_names[k - 1])
+        split_points.append(SplitPoint(k, name, specs[k], "fp32", {"fp32": tail} if tail else {}))
     manifest = Manifest(
         model=model_name,
         family=config.family,

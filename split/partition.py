@@ -1,8 +1,14 @@
-"""Partition a chain of blocks into segments and attach exits: the model as edgesplit sees it."""
+"""Partition a model into segments at split points found in its traced graph, and attach exits.
+
+Example:
+    >>> config = ModelConfig("resnet", image_size=28)
+    >>> net = build_splitnet(config, build("resnet", 1, 10, 1.0, 28))    # doctest: +SKIP
+    >>> [len(net.segments), net.boundary_names]                          # doctest: +SKIP
+    [4, ['layer1', 'layer2', 'layer3']]
+"""
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -10,16 +16,17 @@ import torch
 from torch import Tensor, nn
 
 from split.exits import exit_head
+from split.graph import boundaries, resolve, segment_modules, trace
 
 __all__ = ["ModelConfig", "SplitNet", "build_splitnet"]
 
 
 @dataclass(frozen=True)
 class ModelConfig:
-    """What to build: the family, its size, where segments start and where exits sit.
+    """What to build: the family, its size, the split points that cut it into segments and where exits sit.
 
-    ``boundaries`` are block indices where a new segment starts; ``exits`` are segment indices after which an
-    exit classifier reads the segment's output.
+    ``split_points`` and ``exits`` name boundaries of the traced graph (see :mod:`split.graph`); ``None`` takes the
+    family's defaults. Every exit must sit at one of the split points.
     """
 
     family: str = "mobilenetv2"
@@ -27,18 +34,16 @@ class ModelConfig:
     in_channels: int = 1
     image_size: int = 16
     num_classes: int = 10
-    boundaries: tuple[int, ...] = (2, 4, 7)
-    exits: tuple[int, ...] = (0, 1, 2)
+    split_points: tuple[str, ...] | None = None
+    exits: tuple[str, ...] | None = None
 
     def __post_init__(self) -> None:
-        if list(self.boundaries) != sorted(set(self.boundaries)) or not self.boundaries or self.boundaries[0] < 1:
-            raise ValueError(f"boundaries must be increasing block indices >= 1, got {self.boundaries}")
-        n_segments = len(self.boundaries) + 1
-        bad = [e for e in self.exits if not 0 <= e < n_segments - 1]
-        if bad:
-            raise ValueError(f"exits {bad} invalid: an exit sits after one of segments 0..{n_segments - 2}")
         if not 0 < self.width <= 4:
             raise ValueError(f"width multiplier must be in (0, 4], got {self.width}")
+        if self.split_points is not None and self.exits is not None:
+            stray = [e for e in self.exits if e not in self.split_points]
+            if stray:
+                raise ValueError(f"exits {stray} are not split points; exits sit at one of {list(self.split_points)}")
 
     @property
     def input_shape(self) -> tuple[int, int, int]:
@@ -49,11 +54,14 @@ class ModelConfig:
 class SplitNet(nn.Module):
     """Segments in a chain plus exit heads reading some segment outputs."""
 
-    def __init__(self, segments: Sequence[nn.Module], exits: dict[int, nn.Module]) -> None:
+    def __init__(
+        self, segments: Sequence[nn.Module], exits: dict[int, nn.Module], boundary_names: Sequence[str]
+    ) -> None:
         super().__init__()
         self.segments = nn.ModuleList(segments)
         self.exit_positions = sorted(exits)
         self.exits = nn.ModuleList(exits[i] for i in self.exit_positions)
+        self.boundary_names = list(boundary_names)
 
     def forward(self, x: Tensor) -> Tensor:
         """The full model's logits."""
@@ -82,15 +90,25 @@ class SplitNet(nn.Module):
         return shapes
 
 
-def build_splitnet(config: ModelConfig, blocks: nn.Sequential) -> SplitNet:
-    """Cut ``blocks`` at ``config.boundaries`` and attach exit heads after ``config.exits``."""
-    if config.boundaries[-1] >= len(blocks):
-        raise ValueError(f"boundary {config.boundaries[-1]} is past the last block (the model has {len(blocks)})")
-    cuts = [0, *config.boundaries, len(blocks)]
-    segments = [nn.Sequential(*list(blocks)[a:b]) for a, b in itertools.pairwise(cuts)]
-    shapes = SplitNet(segments, {}).eval().boundary_shapes(config.input_shape)
+def build_splitnet(config: ModelConfig, model: nn.Module) -> SplitNet:
+    """Trace ``model``, cut it at ``config.split_points`` (or the family's) and attach exit heads."""
+    wanted = config.split_points or tuple(getattr(model, "split_points", ()))
+    exits = config.exits if config.exits is not None else tuple(getattr(model, "exits", ()))
+    gm = trace(model, config.input_shape)
+    points = boundaries(gm)
+    if not wanted:
+        raise ValueError(
+            f"no split points given and the model names none; valid split points: {[b.name for b in points]}"
+        )
+    cuts = resolve(points, wanted, gm)
+    names = [c.name for c in cuts]
+    by_alias = {alias: i for i, c in enumerate(cuts) for alias in c.aliases}
+    stray = [e for e in exits if e not in by_alias]
+    if stray:
+        raise ValueError(f"exits {stray} are not among the split points {names}")
     heads: dict[int, nn.Module] = {}
-    for i in config.exits:
-        channels, spatial = shapes[i + 1][0], shapes[i + 1][-1]
+    for e in exits:
+        i = by_alias[e]
+        channels, spatial = cuts[i].shape[0], cuts[i].shape[-1]
         heads[i] = exit_head(channels, spatial, config.num_classes)
-    return SplitNet(segments, heads)
+    return SplitNet(segment_modules(gm, cuts), heads, names)

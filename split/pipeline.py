@@ -52,7 +52,9 @@ def trained_model(
 ) -> tuple[SplitNet, bool]:
     """The trained network for these configs, from ``cache`` when present; (net, was_cached)."""
     torch.manual_seed(train.seed)
-    net = build_splitnet(model, build(model.family, model.in_channels, model.num_classes, model.width))
+    net = build_splitnet(
+        model, build(model.family, model.in_channels, model.num_classes, model.width, model.image_size)
+    )
     path = cache / "models" / f"{model.family}-{data.name}-{_key(model, train, data.name)}.pt"
     if path.is_file():
         net.load_state_dict(torch.load(path, weights_only=True))
