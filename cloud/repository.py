@@ -10,7 +10,7 @@ import numpy as np
 import onnxruntime as ort
 
 from cloud.errors import FailedPrecondition, InvalidArgument, ModelNotFound
-from protos.bundle import Bundle, Manifest, TensorSpec
+from protos.bundle import WIRE_FORMATS, Bundle, Manifest
 from protos.tensors import DATATYPES
 
 __all__ = ["ModelRepository", "TailModel"]
@@ -18,15 +18,47 @@ __all__ = ["ModelRepository", "TailModel"]
 VERSION = "1"
 
 
+_ORT_TYPES = {"tensor(float)": "FP32", "tensor(float16)": "FP16", "tensor(int8)": "INT8", "tensor(uint8)": "UINT8"}
+
+
+@dataclass(frozen=True)
+class _Input:
+    name: str
+    dtype: np.dtype
+    datatype: str
+    shape: tuple[int | None, ...]  # None: the batch dimension
+
+    def check(self, array: np.ndarray, max_batch: int) -> None:
+        if array.dtype != self.dtype:
+            raise InvalidArgument(f"input {self.name!r}: datatype must be {self.datatype}, got {array.dtype}")
+        want = ", ".join("N" if d is None else str(d) for d in self.shape)
+        fits = array.ndim == len(self.shape) and all(
+            d is None or d == a for d, a in zip(self.shape, array.shape, strict=True)
+        )
+        if not fits:
+            raise InvalidArgument(f"input {self.name!r}: shape must be [{want}], got {list(array.shape)}")
+        if self.shape and self.shape[0] is None and not 1 <= array.shape[0] <= max_batch:
+            raise InvalidArgument(f"input {self.name!r}: batch size {array.shape[0]} not in 1..{max_batch}")
+
+
 @dataclass(frozen=True)
 class _Tail:
     session: ort.InferenceSession
-    spec: TensorSpec
-    dtype: np.dtype
+    inputs: tuple[_Input, ...]
+
+    @classmethod
+    def load(cls, path: Path, options: ort.SessionOptions) -> _Tail:
+        session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        inputs = []
+        for arg in session.get_inputs():
+            datatype = _ORT_TYPES[arg.type]
+            shape = tuple(d if isinstance(d, int) else None for d in arg.shape)
+            inputs.append(_Input(arg.name, DATATYPES[datatype], datatype, shape))
+        return cls(session, tuple(inputs))
 
 
 class TailModel:
-    """One bundle served as one model: a fused tail per split point, chosen per request."""
+    """One bundle served as one model: a fused tail per split point and wire format, chosen per request."""
 
     def __init__(self, bundle: Bundle, threads: int = 0, max_batch: int = 1024) -> None:
         self.bundle = bundle
@@ -35,14 +67,13 @@ class TailModel:
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
-        self._tails: dict[int, _Tail] = {}
+        self._tails: dict[tuple[int, str], _Tail] = {}
         self._by_input: dict[str, int] = {}
         for sp in self.manifest.split_points:
-            if sp.tail is None:
-                continue
-            session = ort.InferenceSession(str(bundle.file(sp.tail)), options, providers=["CPUExecutionProvider"])
-            self._tails[sp.index] = _Tail(session, sp.tensor, DATATYPES[sp.tensor.datatype])
-            self._by_input[sp.tensor.name] = sp.index
+            for fmt, file in sp.tails.items():
+                self._tails[sp.index, fmt] = _Tail.load(bundle.file(file), options)
+            if sp.tail is not None:
+                self._by_input[sp.tensor.name] = sp.index
 
     @property
     def name(self) -> str:
@@ -52,7 +83,11 @@ class TailModel:
     @property
     def splits(self) -> list[int]:
         """Split points this model can continue from."""
-        return sorted(self._tails)
+        return sorted({split for split, _ in self._tails})
+
+    def formats(self, split: int) -> list[str]:
+        """The wire formats the tail at ``split`` accepts."""
+        return [fmt for fmt in WIRE_FORMATS if (split, fmt) in self._tails]
 
     def check_hash(self, content_hash: object) -> None:
         """FAILED_PRECONDITION unless ``content_hash`` is absent or equals the bundle's."""
@@ -63,37 +98,47 @@ class TailModel:
             )
 
     def resolve_split(self, split: object, inputs: Mapping[str, np.ndarray]) -> int:
-        """The split point asked for, or the one whose boundary tensor is the (single) input."""
-        if len(inputs) != 1:
-            raise InvalidArgument(f"expected exactly one input tensor, got {len(inputs)}: {list(inputs)}")
+        """The split point asked for, or the one whose boundary tensor is the first input."""
+        if not inputs:
+            raise InvalidArgument("the request has no input tensors")
         if split is None:
-            (name,) = inputs
+            name = next(iter(inputs))
             if name not in self._by_input:
                 raise InvalidArgument(f"unknown input {name!r}; valid inputs: {sorted(self._by_input)}")
             return self._by_input[name]
-        if isinstance(split, bool) or not isinstance(split, int) or split not in self._tails:
+        if isinstance(split, bool) or not isinstance(split, int) or split not in self.splits:
             raise InvalidArgument(f"unknown split point {split!r}; valid split points: {self.splits}")
         return split
 
-    def infer(self, split: int, inputs: Mapping[str, np.ndarray]) -> np.ndarray:
-        """Run the tail from ``split`` on the one input tensor; the class logits."""
-        tail = self._tails[split]
-        ((name, array),) = inputs.items()
-        self._validate(tail, name, array)
-        return tail.session.run(None, {tail.spec.name: array})[0]
-
-    def _validate(self, tail: _Tail, name: str, array: np.ndarray) -> None:
-        spec = tail.spec
-        if name != spec.name:
-            raise InvalidArgument(f"split point {self._by_input[spec.name]} takes input {spec.name!r}, got {name!r}")
-        if array.dtype != tail.dtype:
-            raise InvalidArgument(f"input {name!r}: datatype must be {spec.datatype}, got {array.dtype}")
-        if array.ndim != len(spec.shape) or tuple(array.shape[1:]) != spec.sample_shape:
+    def infer(self, split: int, inputs: Mapping[str, np.ndarray], codec: object = None) -> np.ndarray:
+        """Run the tail from ``split`` for wire format ``codec`` (default fp32) on the inputs; the class logits."""
+        tail = self._tail(split, codec)
+        expected = [i.name for i in tail.inputs]
+        if sorted(inputs) != sorted(expected):
             raise InvalidArgument(
-                f"input {name!r}: shape must be [N, {', '.join(map(str, spec.sample_shape))}], got {list(array.shape)}"
+                f"split point {split} with codec {codec or 'fp32'!r} takes inputs {expected}, got {list(inputs)}"
             )
-        if not 1 <= array.shape[0] <= self.max_batch:
-            raise InvalidArgument(f"input {name!r}: batch size {array.shape[0]} not in 1..{self.max_batch}")
+        batch = None
+        for spec in tail.inputs:
+            array = inputs[spec.name]
+            spec.check(array, self.max_batch)
+            if spec.shape and spec.shape[0] is None:
+                if batch is not None and array.shape[0] != batch:
+                    raise InvalidArgument(f"input {spec.name!r}: batch size {array.shape[0]} != {batch} of the others")
+                batch = array.shape[0]
+        return tail.session.run(None, {name: inputs[name] for name in expected})[0]
+
+    def _tail(self, split: int, codec: object) -> _Tail:
+        if codec is None:
+            fmt = "fp32"
+        elif not isinstance(codec, str):
+            raise InvalidArgument(f"parameter 'edgesplit.codec' must be a string, got {type(codec).__name__}")
+        else:
+            fmt = codec.partition("+")[0]  # a compressor is undone per tensor, before this
+        tail = self._tails.get((split, fmt))
+        if tail is None:
+            raise InvalidArgument(f"split point {split} takes no wire format {fmt!r}; valid: {self.formats(split)}")
+        return tail
 
 
 class ModelRepository:

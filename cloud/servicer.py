@@ -63,7 +63,7 @@ class InferenceServicer(inference_pb2_grpc.GRPCInferenceServiceServicer):
         model.check_hash(get_param(request.parameters, params.BUNDLE_HASH))
         inputs = request_inputs(request, max_elements=self._max_elements)
         split = model.resolve_split(get_param(request.parameters, params.SPLIT_POINT), inputs)
-        logits = model.infer(split, inputs)
+        logits = model.infer(split, inputs, get_param(request.parameters, params.CODEC))
         response = pb.ModelInferResponse(model_name=model.name, model_version=VERSION, id=request.id)
         add_output(response, model.manifest.output.name, logits)
         return response

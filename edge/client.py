@@ -8,9 +8,12 @@ import numpy as np
 from edge.errors import CloudRejected, CloudUnavailable, EdgeError
 from protos import inference_pb2 as pb
 from protos import inference_pb2_grpc, params
+from protos.codecs import Codec, encode
 from protos.tensors import add_input, response_outputs, set_param
 
 __all__ = ["CloudClient"]
+
+FP32 = Codec()
 
 # Status codes after which the edge may fall back and try again later; any other code is a rejection.
 _TRANSIENT = frozenset(
@@ -72,13 +75,19 @@ class CloudClient:
             raise CloudUnavailable(f"cloud at {self.target} is up but not ready")
 
     def infer(
-        self, split: int, name: str, tensor: np.ndarray, timeout_s: float | None = None
+        self, split: int, name: str, tensor: np.ndarray, timeout_s: float | None = None, codec: Codec = FP32
     ) -> tuple[np.ndarray, int]:
-        """Send ``tensor`` (the boundary tensor ``name`` at ``split``); returns (logits, bytes sent)."""
+        """Send ``tensor`` (the boundary tensor ``name`` at ``split``) with ``codec``; returns (logits, bytes sent).
+
+        Bytes sent are the tensor bytes on the wire: every tensor the codec sends, after compression.
+        """
         request = pb.ModelInferRequest(model_name=self.model)
         set_param(request.parameters, params.BUNDLE_HASH, self.bundle_hash)
         set_param(request.parameters, params.SPLIT_POINT, split)
-        add_input(request, name, tensor)
+        if codec != FP32:
+            set_param(request.parameters, params.CODEC, codec.name)
+        for i, (key, array) in enumerate(encode(codec, name, tensor).items()):
+            add_input(request, key, array, codec.compressor if i == 0 else None)
         try:
             response = self._stub.ModelInfer(request, timeout=timeout_s or self.timeout_s)
         except grpc.RpcError as err:
@@ -86,7 +95,7 @@ class CloudClient:
         outputs = response_outputs(response)
         if len(outputs) != 1:
             raise CloudRejected(f"expected one output from the cloud, got {list(outputs)}")
-        return next(iter(outputs.values())), tensor.nbytes
+        return next(iter(outputs.values())), sum(len(raw) for raw in request.raw_input_contents)
 
     def close(self) -> None:
         """Close the channel."""

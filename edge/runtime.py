@@ -18,6 +18,7 @@ from edge.client import CloudClient
 from edge.errors import EdgeError
 from edge.policy import Criterion, confident, criterion, softmax
 from protos.bundle import Bundle, Exit
+from protos.codecs import Codec
 
 __all__ = ["Answer", "EdgeRuntime"]
 
@@ -65,6 +66,8 @@ class EdgeRuntime:
         cloud: the cloud client; required unless ``split`` is the last split point (edge only).
         exits: whether early exits are checked (off for a plain split baseline).
         threads: ONNX Runtime intra-op threads (a device has few cores).
+        codec: how the split tensor travels (``fp32``, ``int8+zstd`` …, see :mod:`protos.codecs`); default: the
+            split point's codec in the manifest.
     """
 
     def __init__(
@@ -75,6 +78,7 @@ class EdgeRuntime:
         cloud: CloudClient | None = None,
         exits: bool = True,
         threads: int = 1,
+        codec: str | None = None,
     ) -> None:
         self.manifest = bundle.manifest
         self._n = len(self.manifest.segments)
@@ -86,18 +90,25 @@ class EdgeRuntime:
                 spec, session, session.get_inputs()[0].name, criterion(spec.criterion)
             )
         self._cloud = cloud
+        self._codec_name = codec
         self.split = self.manifest.default_split
+        self.codec = Codec()
         self.set_split(self.manifest.default_split if split is None else split)
 
-    def set_split(self, split: int) -> None:
-        """Move the split point (takes effect for the next request)."""
-        self.manifest.split_point(split)
+    def set_split(self, split: int, codec: str | None = None) -> None:
+        """Move the split point, and optionally change the codec (takes effect for the next request)."""
+        point = self.manifest.split_point(split)
         if split < self._n and self._cloud is None:
             raise EdgeError(
                 f"split point {split} offloads to the cloud but no cloud client was given;"
                 f" use split {self._n} for edge-only"
             )
-        self.split = split
+        chosen = Codec.parse(codec or self._codec_name or point.codec)
+        if split < self._n and chosen.format not in point.tails:
+            raise EdgeError(f"split point {split} has no tail for {chosen.format!r}; formats: {sorted(point.tails)}")
+        self.split, self.codec = split, chosen
+        if codec is not None:
+            self._codec_name = codec
 
     def _prepare(self, x: np.ndarray) -> np.ndarray:
         sample = self.manifest.input.sample_shape
@@ -124,7 +135,7 @@ class EdgeRuntime:
             return self._answer(softmax(x), "edge", split)
         assert self._cloud is not None
         sp = self.manifest.split_point(split)
-        logits, sent = self._cloud.infer(split, sp.tensor.name, x)
+        logits, sent = self._cloud.infer(split, sp.tensor.name, x, codec=self.codec)
         return self._answer(softmax(logits), "cloud", split, split=split, bytes_sent=sent)
 
     @staticmethod

@@ -78,7 +78,7 @@ def decompress(name: str, data: bytes, expected_size: int) -> bytes:
     module = _module(name)
     try:
         out = _zstd(module, data, expected_size) if name == "zstd" else _lz4(module, data, expected_size)
-    except (RuntimeError, ValueError) as exc:  # zstandard.ZstdError and lz4's errors are both RuntimeErrors
+    except (RuntimeError, ValueError, getattr(module, "ZstdError", RuntimeError)) as exc:  # lz4 raises RuntimeError
         if isinstance(exc, TensorFormatError):
             raise
         raise TensorFormatError(f"{name}: not a valid {name} frame ({exc})") from None

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["BUNDLE_HASH", "CODEC", "SPLIT_POINT"]
+__all__ = ["BUNDLE_HASH", "CODEC", "COMPRESSION", "SPLIT_POINT"]
 
 BUNDLE_HASH = "edgesplit.bundle_hash"
 """``string``: the content hash of the bundle the edge runs; the cloud refuses a mismatch (FAILED_PRECONDITION)."""
@@ -11,4 +11,7 @@ SPLIT_POINT = "edgesplit.split_point"
 """``int64``: the split point the tensor was taken at (the edge ran segments ``[0, split)``)."""
 
 CODEC = "edgesplit.codec"
-"""``string``: the wire codec of the tensor."""
+"""``string``: the wire codec of the split tensor (see :mod:`protos.codecs`); absent means ``fp32``."""
+
+COMPRESSION = "edgesplit.compression"
+"""``string``, a *tensor* parameter: the raw bytes of this input are compressed with ``zstd`` or ``lz4``."""

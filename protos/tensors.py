@@ -77,6 +77,7 @@ _TYPED_FIELDS: Mapping[str, tuple[str, np.dtype]] = MappingProxyType(
     }
 )
 
+_COMPRESSION = "edgesplit.compression"  # protos.params.COMPRESSION (a tensor parameter)
 _INT64_MAX = (1 << 63) - 1
 _INT64_MIN = -(1 << 63)
 _UINT64_MAX = (1 << 64) - 1
@@ -152,18 +153,22 @@ def response_outputs(
     return _decode(response.outputs, response.raw_output_contents, "output", max_elements)
 
 
-def add_input(request: inference_pb2.ModelInferRequest, name: str, array: np.ndarray) -> None:
+def add_input(
+    request: inference_pb2.ModelInferRequest, name: str, array: np.ndarray, compression: str | None = None
+) -> None:
     """Append one input tensor (name, datatype, shape) and its raw bytes to a request.
 
     Args:
         request: The request to extend; it must hold raw contents only (none typed).
         name: The input name, unique within the request.
         array: Any supported array; non-contiguous or big-endian arrays are converted first.
+        compression: ``zstd`` or ``lz4`` to compress the raw bytes (said in the tensor parameter
+            ``edgesplit.compression``; :func:`request_inputs` undoes it), None to send them as they are.
 
     Raises:
         TensorFormatError: unsupported dtype, duplicate name, or the request already holds typed inputs.
     """
-    _encode(request.inputs, request.raw_input_contents, "input", name, array)
+    _encode(request.inputs, request.raw_input_contents, "input", name, array, compression)
 
 
 def add_output(response: inference_pb2.ModelInferResponse, name: str, array: np.ndarray) -> None:
@@ -253,7 +258,10 @@ def _decode(tensors: Sequence[Any], raw: Sequence[bytes], kind: str, max_element
                 raise TensorFormatError(
                     f"{label} sets contents while raw_{kind}_contents is used; send one or the other"
                 )
-            arrays[tensor.name] = _from_raw(label, raw[index], dtype, shape, count)
+            data = raw[index]
+            if _COMPRESSION in tensor.parameters:
+                data = _decompress(label, tensor, data, count * dtype.itemsize)
+            arrays[tensor.name] = _from_raw(label, data, dtype, shape, count)
         else:
             arrays[tensor.name] = _from_contents(label, tensor, shape, count)
     return arrays
@@ -305,7 +313,19 @@ def _from_contents(label: str, tensor: Any, shape: tuple[int, ...], count: int) 
     return wide.astype(target, copy=False).reshape(shape)
 
 
-def _encode(tensors: Any, raw: Any, kind: str, name: str, array: np.ndarray) -> None:
+def _decompress(label: str, tensor: Any, data: bytes, expected: int) -> bytes:
+    from protos.compression import decompress  # imports TensorFormatError from here
+
+    name = get_param(tensor.parameters, _COMPRESSION)
+    if not isinstance(name, str):
+        raise TensorFormatError(f"{label}: parameter {_COMPRESSION!r} must be a string (zstd or lz4)")
+    try:
+        return decompress(name, data, expected)
+    except TensorFormatError as exc:
+        raise TensorFormatError(f"{label}: {exc}") from None
+
+
+def _encode(tensors: Any, raw: Any, kind: str, name: str, array: np.ndarray, compression: str | None = None) -> None:
     if len(raw) != len(tensors):
         raise TensorFormatError(
             f"cannot add raw {kind} {name!r}: the message already holds {len(tensors)} {kind}s but "
@@ -315,6 +335,12 @@ def _encode(tensors: Any, raw: Any, kind: str, name: str, array: np.ndarray) -> 
         raise TensorFormatError(f"{kind} {name!r} is already present; {kind} names must be unique")
     source = np.asarray(array)
     datatype = datatype_of(source.dtype)
-    data = np.ascontiguousarray(source, dtype=DATATYPES[datatype]).tobytes()
-    tensors.add(name=name, datatype=datatype, shape=source.shape)
-    raw.append(data)
+    contiguous = np.ascontiguousarray(source, dtype=DATATYPES[datatype])
+    tensor = tensors.add(name=name, datatype=datatype, shape=source.shape)
+    if compression is None:
+        raw.append(contiguous.tobytes())
+        return
+    from protos.compression import compress
+
+    raw.append(compress(compression, contiguous.data.cast("B")))
+    set_param(tensor.parameters, _COMPRESSION, compression)

@@ -14,8 +14,10 @@ __all__ = ["COMMANDS", "main"]
 
 COMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("split.demo", "train, export, serve and run the hybrid on the digits; print the comparison"),
+    "export": ("split.export_cli", "train (cached), calibrate and export a bundle for a family or your own module"),
     "cloud": ("cloud.cli", "serve bundles' tails over KServe v2 gRPC"),
     "edge": ("edge.cli", "run the edge head on inputs, offloading to a cloud"),
+    "bench": ("split.bench", "benchmarks: accuracy vs. exits vs. bytes per family on Fashion-MNIST"),
 }
 
 

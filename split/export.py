@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import contextlib
 import io
+import logging
 import shutil
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -12,9 +14,11 @@ from typing import Any
 import torch
 from torch import nn
 
-from protos.bundle import Exit, Manifest, Segment, SplitPoint, TensorSpec, write_manifest
+from protos.bundle import WIRE_FORMATS, Exit, Manifest, Segment, SplitPoint, TensorSpec, write_manifest
+from protos.codecs import Codec
 from split.calibrate import Calibration
 from split.partition import ModelConfig, SplitNet
+from split.wire import write_tail_variant
 
 __all__ = ["boundary_name", "export_bundle", "export_onnx"]
 
@@ -33,7 +37,11 @@ def export_onnx(
     path.parent.mkdir(parents=True, exist_ok=True)
     example = (torch.zeros(2, *sample_shape),)
     batch = torch.export.Dim("batch", min=1, max=65536)
-    with contextlib.redirect_stdout(io.StringIO()), torch.no_grad():
+    # The exporter prints progress, logs that torchvision is absent and warns about its own internals.
+    logging.getLogger("torch.onnx._internal.exporter._registration").setLevel(logging.ERROR)
+    with contextlib.redirect_stdout(io.StringIO()), torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        warnings.simplefilter("ignore", DeprecationWarning)
         torch.onnx.export(
             module.eval(),
             example,
@@ -62,12 +70,15 @@ def export_bundle(
     calibration: Calibration | None = None,
     criterion: str = "max_softmax",
     preprocessing: Mapping[str, Any] | None = None,
+    codec: str = "fp32",
 ) -> Manifest:
     """Write the bundle directory ``out`` (replacing it) and return its stamped manifest.
 
     Files: ``segments/seg{i}.onnx`` (edge), ``exits/{name}.onnx`` (edge), ``tails/tail{k}.onnx`` (cloud: the
-    segments from ``k`` on, fused into one graph, for every split point ``k`` that offloads).
+    segments from ``k`` on, fused into one graph, for every split point ``k`` that offloads) and
+    ``tails/tail{k}.{format}.onnx`` taking each other wire format. ``codec`` is the edge's default codec.
     """
+    Codec.parse(codec)
     net.eval()
     n = len(net.segments)
     shapes = net.boundary_shapes(config.input_shape)
@@ -85,11 +96,17 @@ def export_bundle(
         export_onnx(head, shapes[after + 1], out / exits[-1].file, specs[after + 1].name, f"{name}_logits")
     split_points = []
     for k in range(n + 1):
-        tail = f"tails/tail{k}.onnx" if k < n else None
-        if tail:
-            export_onnx(nn.Sequential(*list(net.segments)[k:]), shapes[k], out / tail, specs[k].name, specs[n].name)
+        tails: dict[str, str] = {}
+        if k < n:
+            tails["fp32"] = f"tails/tail{k}.onnx"
+            export_onnx(
+                nn.Sequential(*list(net.segments)[k:]), shapes[k], out / tails["fp32"], specs[k].name, specs[n].name
+            )
+            for fmt in WIRE_FORMATS[1:]:
+                tails[fmt] = f"tails/tail{k}.{fmt}.onnx"
+                write_tail_variant(out / tails["fp32"], fmt, out / tails[fmt])
         name = "input" if k == 0 else ("output" if k == n else net.boundary_names[k - 1])
-        split_points.append(SplitPoint(k, name, specs[k], "fp32", {"fp32": tail} if tail else {}))
+        split_points.append(SplitPoint(k, name, specs[k], codec, tails))
     manifest = Manifest(
         model=model_name,
         family=config.family,

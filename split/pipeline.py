@@ -13,14 +13,16 @@ import torch
 
 from edge.policy import criterion, softmax
 from protos.bundle import Bundle, BundleError
+from protos.codecs import Codec
 from split.calibrate import Calibration, calibrate
 from split.data import Dataset
 from split.export import export_bundle
 from split.models import build
 from split.partition import ModelConfig, SplitNet, build_splitnet
-from split.train import TrainConfig, predict, train_joint
+from split.train import TrainConfig, predict, train_exits, train_joint
+from split.usermodel import load_user_model, user_model_key
 
-__all__ = ["BundleConfig", "calibrate_net", "default_cache_dir", "make_bundle", "trained_model"]
+__all__ = ["BundleConfig", "UserModel", "calibrate_net", "default_cache_dir", "make_bundle", "trained_model"]
 
 
 @dataclass(frozen=True)
@@ -30,9 +32,11 @@ class BundleConfig:
     criterion: str = "max_softmax"
     budget: float = 0.01
     default_split: int = 1
+    codec: str = "fp32"
 
     def __post_init__(self) -> None:
         criterion(self.criterion)
+        Codec.parse(self.codec)
         if not 0 <= self.budget < 1:
             raise ValueError(f"budget is a fraction in [0, 1), got {self.budget}")
 
@@ -47,19 +51,45 @@ def _key(*parts: Any) -> str:
     return hashlib.sha256((blob + torch.__version__).encode()).hexdigest()[:16]
 
 
+@dataclass(frozen=True)
+class UserModel:
+    """A user's ``nn.Module``: ``function`` in the Python file ``path`` builds it; ``weights`` is its trained
+    state_dict (then only the exits are trained, on the frozen backbone)."""
+
+    path: str
+    function: str
+    weights: str | None = None
+
+
 def trained_model(
-    data: Dataset, model: ModelConfig, train: TrainConfig, cache: Path, progress: bool = True
+    data: Dataset,
+    model: ModelConfig,
+    train: TrainConfig,
+    cache: Path,
+    progress: bool = True,
+    user: UserModel | None = None,
 ) -> tuple[SplitNet, bool]:
-    """The trained network for these configs, from ``cache`` when present; (net, was_cached)."""
+    """The trained network for these configs, from ``cache`` when present; (net, was_cached).
+
+    A family (``model.family``) is trained jointly with its exits; a :class:`UserModel` with weights keeps
+    its backbone and trains the exits alone.
+    """
     torch.manual_seed(train.seed)
-    net = build_splitnet(
-        model, build(model.family, model.in_channels, model.num_classes, model.width, model.image_size)
-    )
-    path = cache / "models" / f"{model.family}-{data.name}-{_key(model, train, data.name)}.pt"
+    if user is None:
+        module = build(model.family, model.in_channels, model.num_classes, model.width, model.image_size)
+        key = _key(model, train, data.name)
+    else:
+        module = load_user_model(user.path, user.function, user.weights)
+        key = _key(model, train, data.name, user_model_key(user.path, user.function, user.weights))
+    net = build_splitnet(model, module)
+    path = cache / "models" / f"{model.family}-{data.name}-{key}.pt"
     if path.is_file():
         net.load_state_dict(torch.load(path, weights_only=True))
         return net.eval(), True
-    train_joint(net, data, train, progress=progress)
+    if user is not None and user.weights is not None:
+        train_exits(net, data, train, progress=progress)
+    else:
+        train_joint(net, data, train, progress=progress)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
     torch.save(net.state_dict(), tmp)
@@ -83,11 +113,13 @@ def make_bundle(
     cache: Path,
     out: Path | None = None,
     progress: bool = True,
+    user: UserModel | None = None,
 ) -> tuple[Bundle, SplitNet]:
     """Train (or load), calibrate and export; reuses an exported bundle whose inputs are unchanged."""
-    net, _ = trained_model(data, model, train, cache, progress)
+    net, _ = trained_model(data, model, train, cache, progress, user)
     if out is None:
-        out = cache / "bundles" / f"{model.family}-{data.name}-{_key(model, train, config, data.name)}"
+        extra = user_model_key(user.path, user.function, user.weights) if user else ""
+        out = cache / "bundles" / f"{model.family}-{data.name}-{_key(model, train, config, data.name, extra)}"
         try:
             return Bundle.load(out), net
         except BundleError:
@@ -103,5 +135,6 @@ def make_bundle(
         calibration=calibration,
         criterion=config.criterion,
         preprocessing=data.preprocessing,
+        codec=config.codec,
     )
     return Bundle.load(out), net

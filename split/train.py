@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import numpy as np
@@ -12,7 +13,7 @@ from split.data import Dataset
 from split.partition import SplitNet
 from split.progress import Progress
 
-__all__ = ["TrainConfig", "loss_weights", "predict", "train_joint"]
+__all__ = ["TrainConfig", "loss_weights", "predict", "train_exits", "train_joint"]
 
 
 @dataclass(frozen=True)
@@ -45,22 +46,53 @@ def loss_weights(config: TrainConfig, n_exits: int) -> list[float]:
 
 def train_joint(net: SplitNet, data: Dataset, config: TrainConfig, progress: bool = True) -> list[float]:
     """Train ``net`` (backbone and exits together) on ``data``'s train split; returns the mean loss per epoch."""
+    weights = loss_weights(config, len(net.exits))
+    return _train(net, net.parameters(), weights, data, config, "training", progress)
+
+
+def train_exits(net: SplitNet, data: Dataset, config: TrainConfig, progress: bool = True) -> list[float]:
+    """Train only the exits of ``net`` on a frozen, already trained backbone; returns the mean loss per epoch.
+
+    The backbone's parameters and batch-norm statistics do not change, so the full model's predictions stay
+    exactly what they were. Every exit's loss weighs the same (they do not compete for the backbone).
+    """
+    for p in net.segments.parameters():
+        p.requires_grad_(False)
+    try:
+        weights = [1.0] * len(net.exits) + [0.0]
+        return _train(net, net.exits.parameters(), weights, data, config, "training exits", progress, frozen=True)
+    finally:
+        for p in net.segments.parameters():
+            p.requires_grad_(True)
+
+
+def _train(
+    net: SplitNet,
+    parameters: Iterable[nn.Parameter],
+    weights: list[float],
+    data: Dataset,
+    config: TrainConfig,
+    label: str,
+    progress: bool,
+    frozen: bool = False,
+) -> list[float]:
     torch.manual_seed(config.seed)
     x, y = torch.from_numpy(data.x_train), torch.from_numpy(data.y_train)
-    weights = loss_weights(config, len(net.exits))
-    opt = torch.optim.AdamW(net.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    opt = torch.optim.AdamW(parameters, lr=config.lr, weight_decay=config.weight_decay)
     steps_per_epoch = (len(x) + config.batch_size - 1) // config.batch_size
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, config.lr, total_steps=config.epochs * steps_per_epoch)
-    bar = Progress(config.epochs, f"training {type(net).__name__}") if progress else None
+    bar = Progress(config.epochs, label) if progress else None
     gen = torch.Generator().manual_seed(config.seed)
     history = []
     net.train()
+    if frozen:
+        net.segments.eval()  # batch-norm statistics stay those of the trained backbone
     for _ in range(config.epochs):
         total = 0.0
         for idx in torch.randperm(len(x), generator=gen).split(config.batch_size):
             final, exits = net.forward_all(x[idx])
             losses = [nn.functional.cross_entropy(out, y[idx]) for out in [*exits, final]]
-            loss = sum(w * term for w, term in zip(weights, losses, strict=True))
+            loss = sum(w * term for w, term in zip(weights, losses, strict=True) if w)
             opt.zero_grad()
             loss.backward()  # type: ignore[union-attr]
             opt.step()

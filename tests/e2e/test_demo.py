@@ -10,8 +10,20 @@ from pathlib import Path
 
 def test_demo_writes_table_and_json(tmp_path: Path) -> None:
     out = tmp_path / "demo.json"
-    command = [sys.executable, "-m", "split.cli", "demo", "--epochs", "2", "--width", "0.25",
-               "--cache-dir", str(tmp_path / "cache"), "--json", str(out)]
+    command = [
+        sys.executable,
+        "-m",
+        "split.cli",
+        "demo",
+        "--epochs",
+        "2",
+        "--width",
+        "0.25",
+        "--cache-dir",
+        str(tmp_path / "cache"),
+        "--json",
+        str(out),
+    ]
     result = subprocess.run(command, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     for row in ("hybrid", "edge only", "cloud only", "full model", "exit rate"):

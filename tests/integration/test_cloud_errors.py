@@ -59,6 +59,7 @@ def _expect(call: Callable[[], object], code: grpc.StatusCode, words: list[str])
 
 # --- builders: each returns a bad request and the words its error details must contain ---------------------
 
+
 def _hash_mismatch(m: Manifest) -> tuple[pb.ModelInferRequest, list[str]]:
     request = _request(m)
     set_param(request.parameters, params.BUNDLE_HASH, "sha256:" + "0" * 64)
@@ -70,6 +71,7 @@ def _dtype(datatype: type) -> Build:
         spec = m.split_point(1).tensor
         array: np.ndarray = np.zeros((1, *spec.sample_shape), dtype=datatype)
         return _request(m, array), [spec.name, "datatype", "FP32", np.dtype(datatype).name]
+
     return build
 
 
@@ -85,6 +87,7 @@ def _batch(size: int) -> Build:
         spec = m.split_point(1).tensor
         array = np.zeros((size, *spec.sample_shape), dtype=np.float32)
         return _request(m, array), [spec.name, f"batch size {size} not in 1.."]
+
     return build
 
 
@@ -131,20 +134,23 @@ INVALID = grpc.StatusCode.INVALID_ARGUMENT
 NOT_FOUND = grpc.StatusCode.NOT_FOUND
 
 
-@pytest.mark.parametrize(("build", "code"), [
-    pytest.param(_hash_mismatch, grpc.StatusCode.FAILED_PRECONDITION, id="bundle-hash"),
-    pytest.param(_dtype(np.float64), INVALID, id="dtype-fp64"),
-    pytest.param(_dtype(np.int32), INVALID, id="dtype-int32"),
-    pytest.param(_shape, INVALID, id="shape"),
-    pytest.param(_batch(0), INVALID, id="batch-0"),
-    pytest.param(_batch(1025), INVALID, id="batch-1025"),
-    pytest.param(_byte_count, INVALID, id="byte-count"),
-    pytest.param(_two_inputs, INVALID, id="two-inputs"),
-    pytest.param(_unknown_split, INVALID, id="split-point-99"),
-    pytest.param(_unknown_input, INVALID, id="input-name"),
-    pytest.param(_unknown_model, NOT_FOUND, id="model"),
-    pytest.param(_unknown_version, NOT_FOUND, id="version"),
-])
+@pytest.mark.parametrize(
+    ("build", "code"),
+    [
+        pytest.param(_hash_mismatch, grpc.StatusCode.FAILED_PRECONDITION, id="bundle-hash"),
+        pytest.param(_dtype(np.float64), INVALID, id="dtype-fp64"),
+        pytest.param(_dtype(np.int32), INVALID, id="dtype-int32"),
+        pytest.param(_shape, INVALID, id="shape"),
+        pytest.param(_batch(0), INVALID, id="batch-0"),
+        pytest.param(_batch(1025), INVALID, id="batch-1025"),
+        pytest.param(_byte_count, INVALID, id="byte-count"),
+        pytest.param(_two_inputs, INVALID, id="two-inputs"),
+        pytest.param(_unknown_split, INVALID, id="split-point-99"),
+        pytest.param(_unknown_input, INVALID, id="input-name"),
+        pytest.param(_unknown_model, NOT_FOUND, id="model"),
+        pytest.param(_unknown_version, NOT_FOUND, id="version"),
+    ],
+)
 def test_bad_infer_request(stub: GRPCInferenceServiceStub, bundle, build: Build, code: grpc.StatusCode) -> None:
     manifest = bundle.manifest
     request, words = build(manifest)
@@ -177,8 +183,11 @@ def test_split_point_without_tail_is_refused(stub: GRPCInferenceServiceStub, bun
 
 def test_split_param_disagrees_with_input_name(stub: GRPCInferenceServiceStub, bundle) -> None:
     manifest = bundle.manifest
-    request = _request(manifest, np.zeros((1, *manifest.split_point(2).tensor.sample_shape), np.float32),
-                       name=manifest.split_point(2).tensor.name)
+    request = _request(
+        manifest,
+        np.zeros((1, *manifest.split_point(2).tensor.sample_shape), np.float32),
+        name=manifest.split_point(2).tensor.name,
+    )
     expected = manifest.split_point(1).tensor.name
     _expect(lambda: stub.ModelInfer(request, timeout=30), INVALID, ["split point 1", f"{expected!r}"])
     _assert_serving(stub, manifest)
