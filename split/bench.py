@@ -133,6 +133,7 @@ def bench_family(
     *,
     width: float,
     budget: float = 0.01,
+    confidence: float = 0.95,
     criterion_name: str = "max_softmax",
     split: int | None = None,
     codecs: Sequence[str] = CODECS,
@@ -166,6 +167,7 @@ def bench_family(
             [crit] * len(used),
             [names[k] for k in used],
             budget,
+            confidence,
         )
         thresholds = [calibration.thresholds[names[k]] for k in used]
         exit_probs = [softmax(test.exits[k]) for k in used]
@@ -307,7 +309,7 @@ def _table(results: dict[str, FamilyResult]) -> str:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The subcommand's options."""
-    parser.add_argument("which", choices=["accuracy"], help="the benchmark to run")
+    parser.add_argument("which", choices=["accuracy", "network"], help="the benchmark to run")
     parser.add_argument("--out", type=Path, required=True, metavar="DIR", help="where results.json and plots go")
     parser.add_argument(
         "--data-dir", type=Path, default=None, help="a directory holding the four Fashion-MNIST IDX files"
@@ -315,14 +317,27 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--families", nargs="+", default=list(SIZES), choices=list(SIZES))
     parser.add_argument("--epochs", type=int, default=12, help="training epochs per family (default: %(default)s)")
     parser.add_argument("--budget", type=float, default=1.0, help="max accuracy loss vs. the full model, in points")
+    parser.add_argument(
+        "--confidence",
+        type=float,
+        default=0.95,
+        help="calibrate so that the loss is within budget with this one-sided confidence (0.5: point estimate)",
+    )
     parser.add_argument("--criterion", default="max_softmax", choices=["max_softmax", "entropy"])
     parser.add_argument("--split", type=int, default=None, help="hybrid split point (default: the middle one)")
     parser.add_argument("--limit-train", type=int, default=None, help="train on the first N samples (smoke runs)")
     parser.add_argument("--cache-dir", type=Path, default=None, help="trained models (default: $EDGESPLIT_CACHE)")
+    from split.bench_network import add_arguments as network_arguments
+
+    network_arguments(parser)
 
 
 def run(args: argparse.Namespace) -> int:
     """Run the benchmark, print the table, write results.json and the plots."""
+    if args.which == "network":
+        from split.bench_network import run_network
+
+        return run_network(args)
     torch.set_num_threads(max(1, torch.get_num_threads()))
     started = time.perf_counter()
     data = load_fashion_mnist(args.data_dir)
@@ -346,6 +361,7 @@ def run(args: argparse.Namespace) -> int:
             cache,
             width=SIZES[family]["width"],
             budget=args.budget / 100,
+            confidence=args.confidence,
             criterion_name=args.criterion,
             split=args.split,
         )
@@ -358,6 +374,7 @@ def run(args: argparse.Namespace) -> int:
         "n_train": len(data.y_train),
         "n_cal": len(data.y_cal),
         "budget_points": args.budget,
+        "confidence": args.confidence,
         "criterion": args.criterion,
         "train": {"epochs": train.epochs, "batch_size": train.batch_size, "lr": train.lr},
         "codecs": list(CODECS),

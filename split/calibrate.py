@@ -4,12 +4,20 @@ Exits are calibrated in order, greedily: each takes the most permissive threshol
 calibration accuracy (earlier exits fixed, every later sample answered by the final classifier) at least
 ``accuracy_full - budget``. Earlier exits are cheaper, so they get first call on the budget. The test split is
 never looked at here; reports state the test outcome as it is.
+
+The loss measured on the calibration split is an estimate, and an optimistic one: the thresholds were chosen on
+the very samples that measure them. With ``confidence`` above 0.5 the budget must hold for a one-sided upper
+confidence bound of the loss instead of the point estimate. The loss is a paired difference (hybrid vs. full model
+on the same samples), so its variance comes from the discordant samples only, as in McNemar's test: with ``b``
+samples the hybrid gets right and the full model wrong, and ``c`` the other way round, the bound is
+``(c - b + z * sqrt(b + c)) / n`` with ``z`` the normal quantile of ``confidence``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from statistics import NormalDist
 from typing import Any
 
 import numpy as np
@@ -34,11 +42,16 @@ class Calibration:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-def _best_count(gain: np.ndarray, scores: np.ndarray, slack: int) -> int:
-    """Largest m (on a tie boundary of the sorted ``scores``) with ``cumsum(gain)[m-1] >= -slack``."""
-    cum = np.cumsum(gain)
+def _best_count(gain: np.ndarray, scores: np.ndarray, slack: int, spent: int, discordant: int, z: float) -> int:
+    """Largest m (on a tie boundary of the sorted ``scores``) whose loss bound stays within ``slack`` samples.
+
+    The loss after taking the first m is ``spent - cumsum(gain)[m-1]`` samples, its bound adds
+    ``z * sqrt(discordant + cumsum(|gain|)[m-1])``.
+    """
+    loss = spent - np.cumsum(gain)
+    bound = loss + z * np.sqrt(discordant + np.cumsum(np.abs(gain))) if z else loss
     boundary = np.append(scores[1:] != scores[:-1], True)  # m = i + 1 allowed only where the score changes
-    ok = np.nonzero((cum >= -slack) & boundary)[0]
+    ok = np.nonzero((bound <= slack + 1e-9) & boundary)[0]
     return int(ok[-1]) + 1 if len(ok) else 0
 
 
@@ -49,6 +62,7 @@ def calibrate(
     criteria: Sequence[Criterion],
     names: Sequence[str],
     budget: float = 0.01,
+    confidence: float = 0.5,
 ) -> Calibration:
     """Pick a threshold per exit so that calibration accuracy stays within ``budget`` (a fraction) of the full model's.
 
@@ -59,11 +73,17 @@ def calibrate(
         criteria: the criterion of each exit.
         names: the name of each exit.
         budget: the allowed accuracy loss, as a fraction (0.01 is one percentage point).
+        confidence: how sure the loss must be within ``budget``; 0.5 uses the point estimate, 0.95 a one-sided
+            95% upper bound (see the module docstring).
     """
+    if not 0.5 <= confidence < 1:
+        raise ValueError(f"confidence is a probability in [0.5, 1), got {confidence}")
+    z = NormalDist().inv_cdf(confidence)
     n = len(labels)
     final_ok = final_probs.argmax(-1) == labels
     correct = int(final_ok.sum())
     slack = correct - int(np.ceil((correct / n - budget) * n - 1e-9))
+    spent = discordant = 0
     remaining = np.ones(n, dtype=bool)
     thresholds: dict[str, float] = {}
     stats: dict[str, dict[str, Any]] = {}
@@ -74,8 +94,9 @@ def calibrate(
         order = np.argsort(-sign * raw, kind="stable")
         exit_ok = probs[idx].argmax(-1) == labels[idx]
         gain = exit_ok[order].astype(int) - final_ok[idx][order].astype(int)
-        m = _best_count(gain, raw[order], slack)
-        slack += int(gain[:m].sum())
+        m = _best_count(gain, raw[order], slack, spent, discordant, z)
+        spent -= int(gain[:m].sum())
+        discordant += int(np.abs(gain[:m]).sum())
         thresholds[name] = float(raw[order][m - 1]) if m else NEVER[crit.name]
         taken = idx[order[:m]]
         remaining[taken] = False
@@ -86,7 +107,8 @@ def calibrate(
             "accuracy_exited": float(exit_ok[order[:m]].mean()) if m else None,
         }
     preds, _ = cascade(final_probs, exit_probs, criteria, [thresholds[k] for k in names])
-    return Calibration(thresholds, stats, correct / n, float((preds == labels).mean()), budget)
+    extra = {"confidence": confidence, "loss_bound": float((spent + z * np.sqrt(discordant)) / n)}
+    return Calibration(thresholds, stats, correct / n, float((preds == labels).mean()), budget, extra)
 
 
 def cascade(

@@ -21,6 +21,7 @@ from edge.client import CloudClient
 from edge.evaluate import RunStats, evaluate
 from edge.runtime import EdgeRuntime
 from protos.bundle import Bundle
+from protos.codecs import CODECS
 from split.data import load_digits
 from split.partition import ModelConfig
 from split.pipeline import BundleConfig, default_cache_dir, make_bundle
@@ -34,7 +35,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", type=Path, metavar="PATH", help="also write the results as JSON here")
     parser.add_argument("--split", type=int, default=1, help="split point for the hybrid (default: %(default)s)")
     parser.add_argument("--budget", type=float, default=1.0, help="max accuracy loss vs. the full model, in points")
+    parser.add_argument(
+        "--confidence",
+        type=float,
+        default=0.95,
+        help="the loss must be within budget with this one-sided confidence (0.5: point estimate; default %(default)s)",
+    )
     parser.add_argument("--criterion", default="max_softmax", choices=["max_softmax", "entropy"])
+    parser.add_argument("--codec", default="fp32", choices=CODECS, help="wire codec of the hybrid's split tensor")
     parser.add_argument("--epochs", type=int, default=30, help="training epochs (default: %(default)s)")
     parser.add_argument("--width", type=float, default=0.5, help="width multiplier (default: %(default)s)")
     parser.add_argument(
@@ -45,11 +53,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _run(bundle: Bundle, target: str, x: np.ndarray, y: np.ndarray, split: int, exits: bool) -> RunStats:
+def _run(
+    bundle: Bundle, target: str, x: np.ndarray, y: np.ndarray, split: int, exits: bool, codec: str = "fp32"
+) -> RunStats:
     client = CloudClient(target, model=bundle.manifest.model, bundle_hash=bundle.manifest.content_hash)
     try:
         client.wait_ready()
-        runtime = EdgeRuntime(bundle, split=split, cloud=client, exits=exits)
+        runtime = EdgeRuntime(bundle, split=split, cloud=client, exits=exits, codec=codec)
         stats, _ = evaluate(runtime, x, y)
         return stats
     finally:
@@ -81,13 +91,13 @@ def run(args: argparse.Namespace) -> int:
         data,
         model,
         TrainConfig(epochs=args.epochs),
-        BundleConfig(args.criterion, args.budget / 100, args.split),
+        BundleConfig(args.criterion, args.budget / 100, args.split, confidence=args.confidence),
         args.cache_dir or default_cache_dir(),
     )
     accuracy_full = float((predict(net, data.x_test)[0].argmax(-1) == data.y_test).mean())
     n_segments = len(bundle.manifest.segments)
     with CloudProcess([bundle.root]) as cloud:
-        hybrid = _run(bundle, cloud.target, data.x_test, data.y_test, args.split, exits=True)
+        hybrid = _run(bundle, cloud.target, data.x_test, data.y_test, args.split, exits=True, codec=args.codec)
         base = {
             "edge_only": _run(bundle, cloud.target, data.x_test, data.y_test, n_segments, exits=False),
             "cloud_only": _run(bundle, cloud.target, data.x_test, data.y_test, 0, exits=False),
@@ -97,7 +107,9 @@ def run(args: argparse.Namespace) -> int:
         "n": hybrid.n,
         "model": bundle.manifest.model,
         "split": args.split,
+        "codec": args.codec,
         "budget_points": args.budget,
+        "confidence": args.confidence,
         "criterion": args.criterion,
         "accuracy_full": accuracy_full,
         "accuracy_hybrid": hybrid.accuracy,
@@ -119,7 +131,7 @@ def run(args: argparse.Namespace) -> int:
     }
     print(
         f"\nedgesplit demo: {data.name}, {hybrid.n} test samples, {bundle.manifest.model}, split point "
-        f"{args.split} of {n_segments}, budget {args.budget} pt\n"
+        f"{args.split} of {n_segments}, codec {args.codec}, budget {args.budget} pt\n"
     )
     print(_table(results, hybrid, base))
     print(f"\nbundle: {bundle.root}\ntook {time.perf_counter() - start:.1f}s")

@@ -125,5 +125,10 @@ def export_bundle(
 
 
 def _calibration_stats(cal: Calibration) -> dict[str, dict[str, Any]]:
-    summary = {"budget": cal.budget, "accuracy_full": cal.accuracy_full, "accuracy_hybrid": cal.accuracy_hybrid}
+    summary = {
+        "budget": cal.budget,
+        **cal.extra,
+        "accuracy_full": cal.accuracy_full,
+        "accuracy_hybrid": cal.accuracy_hybrid,
+    }
     return {name: {**stats, **summary} for name, stats in cal.stats.items()}

@@ -30,6 +30,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--exits", nargs="*", default=None, help="split points that get an exit (default: all)")
     parser.add_argument("--criterion", default="max_softmax", choices=["max_softmax", "entropy"])
     parser.add_argument("--budget", type=float, default=1.0, help="max accuracy loss vs. the full model, in points")
+    parser.add_argument(
+        "--confidence",
+        type=float,
+        default=0.95,
+        help="the loss must be within budget with this one-sided confidence (0.5: point estimate; default %(default)s)",
+    )
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--default-split", type=int, default=1, help="the split point the edge starts with")
     parser.add_argument("--codec", default="fp32", choices=CODECS, help="the edge's default wire codec")
@@ -60,7 +66,7 @@ def run(args: argparse.Namespace) -> int:
         data,
         model,
         TrainConfig(epochs=args.epochs),
-        BundleConfig(args.criterion, args.budget / 100, args.default_split, args.codec),
+        BundleConfig(args.criterion, args.budget / 100, args.default_split, args.codec, args.confidence),
         cache=args.cache_dir or default_cache_dir(),
         out=args.out,
         user=user,

@@ -33,12 +33,15 @@ class BundleConfig:
     budget: float = 0.01
     default_split: int = 1
     codec: str = "fp32"
+    confidence: float = 0.95
 
     def __post_init__(self) -> None:
         criterion(self.criterion)
         Codec.parse(self.codec)
         if not 0 <= self.budget < 1:
             raise ValueError(f"budget is a fraction in [0, 1), got {self.budget}")
+        if not 0.5 <= self.confidence < 1:
+            raise ValueError(f"confidence is a probability in [0.5, 1), got {self.confidence}")
 
 
 def default_cache_dir() -> Path:
@@ -102,7 +105,15 @@ def calibrate_net(net: SplitNet, data: Dataset, config: BundleConfig) -> Calibra
     final, exits = predict(net, data.x_cal)
     crit = criterion(config.criterion)
     names = [f"exit{k}" for k in range(len(exits))]
-    return calibrate(data.y_cal, softmax(final), [softmax(e) for e in exits], [crit] * len(exits), names, config.budget)
+    return calibrate(
+        data.y_cal,
+        softmax(final),
+        [softmax(e) for e in exits],
+        [crit] * len(exits),
+        names,
+        config.budget,
+        config.confidence,
+    )
 
 
 def make_bundle(

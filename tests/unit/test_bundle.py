@@ -32,7 +32,7 @@ def test_load_checks_files_and_hash(bundle) -> None:
     files = manifest.artifact_files()
     assert files == tuple(sorted(files)) and len(set(files)) == len(files)
     expected = {s.file for s in manifest.segments} | {e.file for e in manifest.exits}
-    expected |= {sp.tail for sp in manifest.split_points if sp.tail}
+    expected |= {f for sp in manifest.split_points for f in sp.tails.values()}
     assert set(files) == expected
     assert all(f.endswith(".onnx") and loaded.file(f).is_file() for f in files)
     assert manifest.content_hash.startswith("sha256:") and len(manifest.content_hash) == len("sha256:") + 64

@@ -130,6 +130,29 @@ def _random_case(rng: np.random.Generator, n: int, exits: int) -> tuple[np.ndarr
     return labels, noisy(2.5), [noisy(float(s)) for s in rng.uniform(0.0, 2.5, exits)]
 
 
+@pytest.mark.parametrize(("confidence", "admitted"), [(0.5, 95), (0.95, 92)], ids=["point", "95%"])
+def test_confidence_keeps_a_margin_for_the_estimate(confidence: float, admitted: int) -> None:
+    """100 samples, the exit right on the 90 most confident; budget 5 samples.
+
+    The point estimate spends all 5 on wrong exits. At 95% (z = 1.645) w wrong exits cost
+    ``w + 1.645 * sqrt(w)`` (every one is discordant): w = 2 gives 4.33 <= 5, w = 3 gives 5.85 > 5.
+    """
+    labels, final, probs = _case([True] * 90 + [False] * 10, np.linspace(0.99, 0.3, 100))
+    cal = calibrate(labels, final, [probs], [MaxSoftmax()], ["e"], budget=0.05, confidence=confidence)
+    assert cal.stats["e"]["exited"] == admitted
+    wrong = admitted - 90
+    z = 1.6448536269514722 if confidence == 0.95 else 0.0
+    assert cal.extra["loss_bound"] == pytest.approx((wrong + z * np.sqrt(wrong)) / 100)
+    assert cal.extra["confidence"] == confidence
+
+
+@pytest.mark.parametrize("confidence", [0.4, 1.0])
+def test_confidence_outside_its_range_is_refused(confidence: float) -> None:
+    labels, final, probs = _case(RIGHT, CONF)
+    with pytest.raises(ValueError, match="confidence"):
+        calibrate(labels, final, [probs], [MaxSoftmax()], ["e"], confidence=confidence)
+
+
 @pytest.mark.parametrize("seed", range(8))
 def test_hybrid_accuracy_stays_within_budget(seed: int) -> None:
     rng = np.random.default_rng(seed)
@@ -138,7 +161,9 @@ def test_hybrid_accuracy_stays_within_budget(seed: int) -> None:
     labels, final, exit_probs = _random_case(rng, n, exits)
     crits: list[Criterion] = [MaxSoftmax() if rng.random() < 0.5 else Entropy() for _ in range(exits)]
     names = [f"e{k}" for k in range(exits)]
-    cal = calibrate(labels, final, exit_probs, crits, names, budget=budget)
+    confidence = float(rng.choice([0.5, 0.9, 0.99]))
+    cal = calibrate(labels, final, exit_probs, crits, names, budget=budget, confidence=confidence)
+    assert cal.extra["loss_bound"] <= budget + 1e-9
     preds, taken = cascade(final, exit_probs, crits, [cal.thresholds[k] for k in names])
     hybrid = float((preds == labels).mean())
     assert hybrid == cal.accuracy_hybrid
