@@ -5,13 +5,15 @@ No try/except here: errors raised below become status codes in :class:`cloud.err
 
 from __future__ import annotations
 
+import time
+
 import grpc
 
 from cloud.repository import VERSION, ModelRepository
 from protos import inference_pb2 as pb
 from protos import inference_pb2_grpc, params
 from protos.bundle import TensorSpec
-from protos.tensors import add_output, get_param, request_inputs
+from protos.tensors import add_output, get_param, request_inputs, set_param
 
 __all__ = ["InferenceServicer"]
 
@@ -59,6 +61,7 @@ class InferenceServicer(inference_pb2_grpc.GRPCInferenceServiceServicer):
         )
 
     def ModelInfer(self, request: pb.ModelInferRequest, context: grpc.ServicerContext) -> pb.ModelInferResponse:
+        start = time.perf_counter()
         model = self._repository.get(request.model_name, request.model_version)
         model.check_hash(get_param(request.parameters, params.BUNDLE_HASH))
         inputs = request_inputs(request, max_elements=self._max_elements)
@@ -66,4 +69,5 @@ class InferenceServicer(inference_pb2_grpc.GRPCInferenceServiceServicer):
         logits = model.infer(split, inputs, get_param(request.parameters, params.CODEC))
         response = pb.ModelInferResponse(model_name=model.name, model_version=VERSION, id=request.id)
         add_output(response, model.manifest.output.name, logits)
+        set_param(response.parameters, params.SERVER_MS, (time.perf_counter() - start) * 1e3)
         return response

@@ -8,10 +8,14 @@ from pathlib import Path
 
 import numpy as np
 
+from edge.adapt import AdaptiveEdge
 from edge.client import CloudClient
 from edge.evaluate import evaluate
+from edge.plan_cli import parse_bandwidth
+from edge.planner import Network, cost_model
 from edge.runtime import EdgeRuntime
 from protos.bundle import Bundle
+from protos.codecs import CODECS
 
 __all__ = ["add_arguments", "run"]
 
@@ -25,7 +29,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--input", required=True, type=Path, metavar="NPY", help="model-ready samples, shape [N, *input shape], float32"
     )
     parser.add_argument("--labels", type=Path, metavar="NPY", help="labels [N]: print accuracy and exit rates")
+    parser.add_argument("--codec", choices=CODECS, help="wire codec of the split tensor (default: the manifest's)")
     parser.add_argument("--no-exits", action="store_true", help="never exit early")
+    parser.add_argument(
+        "--adapt",
+        metavar="BANDWIDTH/RTT",
+        help="plan from the bundle's profile for this first guess of the link (e.g. 18.9mbit/20) and re-plan as"
+        " requests show the real one; the final plan is printed",
+    )
+    parser.add_argument(
+        "--emulate-slowdown",
+        type=float,
+        default=1.0,
+        metavar="FACTOR",
+        help="run segments as a device FACTOR times slower than this host (for tests and benchmarks; default 1)",
+    )
     parser.add_argument("--timeout", type=float, default=5.0, help="cloud deadline per request, seconds")
     parser.add_argument("--json", type=Path, metavar="PATH", help="write the summary (with --labels) as JSON")
 
@@ -41,8 +59,28 @@ def run(args: argparse.Namespace) -> int:
         )
         client.wait_ready()
     split = args.split if args.split is not None else (manifest.default_split if client else len(manifest.segments))
-    runtime = EdgeRuntime(bundle, split=split, cloud=client, exits=not args.no_exits)
+    runtime = EdgeRuntime(
+        bundle,
+        split=split,
+        cloud=client,
+        exits=not args.no_exits,
+        codec=args.codec,
+        slowdown=args.emulate_slowdown,
+    )
     x = np.load(args.input, allow_pickle=False)
+    if args.adapt:
+        if client is None:
+            raise ValueError("--adapt needs --cloud: adaptation moves work between the edge and a cloud")
+        bandwidth, _, rtt = args.adapt.partition("/")
+        adaptive = AdaptiveEdge(
+            runtime, client, cost_model(manifest), Network(parse_bandwidth(bandwidth), float(rtt or 0))
+        )
+        stats, _ = evaluate(adaptive, x, np.load(args.labels, allow_pickle=False)) if args.labels else (None, None)
+        if stats is None:
+            for sample in x:
+                adaptive.infer(sample)
+        print(json.dumps({"stats": stats.to_dict() if stats else None, "adaptation": adaptive.status()}, indent=2))
+        return 0
     if args.labels is None:
         for i, sample in enumerate(x):
             a = runtime.infer(sample)

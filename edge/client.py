@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import time
+from typing import NamedTuple
+
 import grpc
 import numpy as np
 
@@ -9,9 +12,19 @@ from edge.errors import CloudRejected, CloudUnavailable, EdgeError
 from protos import inference_pb2 as pb
 from protos import inference_pb2_grpc, params
 from protos.codecs import Codec, encode
-from protos.tensors import add_input, response_outputs, set_param
+from protos.tensors import add_input, get_param, response_outputs, set_param
 
-__all__ = ["CloudClient"]
+__all__ = ["CloudClient", "CloudReply"]
+
+
+class CloudReply(NamedTuple):
+    """The cloud's answer: logits, tensor bytes sent, the round trip as the edge saw it and the server's own time."""
+
+    logits: np.ndarray
+    bytes_sent: int
+    rpc_ms: float
+    server_ms: float
+
 
 FP32 = Codec()
 
@@ -38,7 +51,7 @@ class CloudClient:
 
     Example:
         >>> client = CloudClient("127.0.0.1:8001", model="digits", bundle_hash=manifest.content_hash)  # doctest: +SKIP
-        >>> logits = client.infer(2, "b2", tensor)                                                     # doctest: +SKIP
+        >>> client.infer(2, "b2", tensor).logits                                                      # doctest: +SKIP
     """
 
     def __init__(
@@ -76,8 +89,8 @@ class CloudClient:
 
     def infer(
         self, split: int, name: str, tensor: np.ndarray, timeout_s: float | None = None, codec: Codec = FP32
-    ) -> tuple[np.ndarray, int]:
-        """Send ``tensor`` (the boundary tensor ``name`` at ``split``) with ``codec``; returns (logits, bytes sent).
+    ) -> CloudReply:
+        """Send ``tensor`` (the boundary tensor ``name`` at ``split``) with ``codec``; the logits and costs.
 
         Bytes sent are the tensor bytes on the wire: every tensor the codec sends, after compression.
         """
@@ -88,14 +101,31 @@ class CloudClient:
             set_param(request.parameters, params.CODEC, codec.name)
         for i, (key, array) in enumerate(encode(codec, name, tensor).items()):
             add_input(request, key, array, codec.compressor if i == 0 else None)
+        start = time.perf_counter()
         try:
             response = self._stub.ModelInfer(request, timeout=timeout_s or self.timeout_s)
         except grpc.RpcError as err:
             raise _translate(err) from None
+        rpc_ms = (time.perf_counter() - start) * 1e3
         outputs = response_outputs(response)
         if len(outputs) != 1:
             raise CloudRejected(f"expected one output from the cloud, got {list(outputs)}")
-        return next(iter(outputs.values())), sum(len(raw) for raw in request.raw_input_contents)
+        server_ms = get_param(response.parameters, params.SERVER_MS, 0.0)
+        return CloudReply(
+            next(iter(outputs.values())),
+            sum(len(raw) for raw in request.raw_input_contents),
+            rpc_ms,
+            float(server_ms) if isinstance(server_ms, int | float) else 0.0,
+        )
+
+    def ping(self, timeout_s: float | None = None) -> float:
+        """One ServerLive round trip (a few bytes each way); its duration in ms. Measures the link's RTT."""
+        start = time.perf_counter()
+        try:
+            self._stub.ServerLive(pb.ServerLiveRequest(), timeout=timeout_s or self.timeout_s)
+        except grpc.RpcError as err:
+            raise _translate(err) from None
+        return (time.perf_counter() - start) * 1e3
 
     def close(self) -> None:
         """Close the channel."""

@@ -5,11 +5,12 @@ from __future__ import annotations
 import time
 from collections import Counter
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
-from edge.runtime import Answer, EdgeRuntime
+from edge.runtime import Answer
+from protos.bundle import Manifest
 
 __all__ = ["RunStats", "evaluate", "percentiles"]
 
@@ -41,7 +42,19 @@ class RunStats:
         return asdict(self)
 
 
-def evaluate(runtime: EdgeRuntime, x: np.ndarray, y: np.ndarray, warmup: int = 10) -> tuple[RunStats, list[Answer]]:
+class Answerer(Protocol):
+    """What :func:`evaluate` drives: an :class:`EdgeRuntime` or anything wrapping one."""
+
+    @property
+    def manifest(self) -> Manifest: ...
+
+    @property
+    def split(self) -> int: ...
+
+    def infer(self, x: np.ndarray) -> Answer: ...
+
+
+def evaluate(runtime: Answerer, x: np.ndarray, y: np.ndarray, warmup: int = 10) -> tuple[RunStats, list[Answer]]:
     """Answer every sample of ``x`` one by one (after ``warmup`` untimed calls); stats and the answers."""
     for sample in x[:warmup]:
         runtime.infer(sample)

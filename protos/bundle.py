@@ -149,6 +149,9 @@ class Manifest:
     preprocessing: Mapping[str, Any] = field(default_factory=dict)
     content_hash: str = ""
     format_version: int = FORMAT_VERSION
+    profile: Mapping[str, Any] = field(default_factory=dict)
+    """Measured costs written by ``edgesplit profile`` (edge segment and exit latency, …); per split point they
+    are in :attr:`SplitPoint.cost`. Not covered by the content hash: profiling does not change the model."""
 
     def __post_init__(self) -> None:
         _require(
@@ -241,6 +244,7 @@ class Manifest:
                 preprocessing=data.get("preprocessing", {}),
                 content_hash=data.get("content_hash", ""),
                 format_version=data.get("format_version", -1),
+                profile=data.get("profile", {}),
             )
         except (KeyError, TypeError) as exc:
             raise BundleError(f"malformed manifest: {type(exc).__name__}: {exc}") from exc

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["BUNDLE_HASH", "CODEC", "COMPRESSION", "SPLIT_POINT"]
+__all__ = ["BUNDLE_HASH", "CODEC", "COMPRESSION", "SERVER_MS", "SPLIT_POINT"]
 
 BUNDLE_HASH = "edgesplit.bundle_hash"
 """``string``: the content hash of the bundle the edge runs; the cloud refuses a mismatch (FAILED_PRECONDITION)."""
@@ -15,3 +15,6 @@ CODEC = "edgesplit.codec"
 
 COMPRESSION = "edgesplit.compression"
 """``string``, a *tensor* parameter: the raw bytes of this input are compressed with ``zstd`` or ``lz4``."""
+
+SERVER_MS = "edgesplit.server_ms"
+"""``double``, a *response* parameter: the server's time for the request (decode, tail, encode), in ms."""

@@ -47,7 +47,7 @@ def test_every_tail_variant_computes_the_fp32_tail_of_the_decoded_tensor(
         fp32_tail = ort.InferenceSession(str(bundle.file(sp.tail)), providers=["CPUExecutionProvider"])
         for i in range(len(boundary_tensors[sp.index])):
             x = boundary_tensors[sp.index][i : i + 1]
-            logits, sent = client.infer(sp.index, sp.tensor.name, x, codec=c)
+            logits, sent, _, _ = client.infer(sp.index, sp.tensor.name, x, codec=c)
             reference = decode(c.format, sp.tensor.name, encode(c, sp.tensor.name, x))
             expected = fp32_tail.run(None, {sp.tensor.name: reference})[0]
             # Same float32 input to the same graph, up to the order ONNX Runtime sums in: 1e-5 relative.
@@ -61,8 +61,8 @@ def test_int8_sends_at_most_26_percent_of_fp32_bytes_at_every_split(
 ) -> None:
     for sp in bundle.manifest.split_points[1:-1]:
         x = boundary_tensors[sp.index][:1]
-        _, fp32 = client.infer(sp.index, sp.tensor.name, x)
-        _, int8 = client.infer(sp.index, sp.tensor.name, x, codec=Codec("int8"))
+        fp32 = client.infer(sp.index, sp.tensor.name, x).bytes_sent
+        int8 = client.infer(sp.index, sp.tensor.name, x, codec=Codec("int8")).bytes_sent
         assert int8 <= 0.26 * fp32
 
 

@@ -1,4 +1,4 @@
-"""edge/ and cloud/ never import torch (or split/'s training code): they must run in torch-free containers."""
+"""edge/, cloud/ and netsim/ never import torch (or split/'s training code): they must run in torch-free containers."""
 
 from __future__ import annotations
 
@@ -20,6 +20,12 @@ RUNTIME_MODULES = [
     "cloud.cli",
     "cloud.process",
     "protos.bundle",
+    "edge.planner",
+    "edge.adapt",
+    "edge.plan_cli",
+    "edge.device",
+    "netsim",
+    "netsim.cli",
 ]
 
 # Makes any import of torch fail, as in a container that does not have it.

@@ -1,0 +1,245 @@
+"""Choose the split point, wire codec and exit policy that minimise expected end-to-end latency (torch-free).
+
+The cost model is what ``edgesplit profile`` measures and writes into the manifest: per-segment and per-exit
+latency on the edge, per-tail latency in the cloud, and per split point and codec the bytes on the wire, the
+encode and decode (with (de)serialization) cost and the accuracy. A candidate is (split, codec, exits on/off);
+exits use their calibrated thresholds, whose exit rates at each split point the profile records.
+
+Expected latency of a candidate, for a network of bandwidth ``B`` (bits/s) and round-trip time ``rtt``:
+
+* a sample that leaves at exit ``k`` costs the edge segments and exit heads up to that exit;
+* a sample that is offloaded costs the edge work up to the split (exit heads passed included), the encode, one
+  round trip, ``8 * bytes / B`` for the request and ``8 * response_bytes / B_down`` for the reply, the decode
+  and the cloud tail;
+* the expectation weighs each by the fraction of samples that takes it.
+
+Everything here is a pure function of its inputs: the unit tests check it on cases worked out by hand.
+
+Example:
+    >>> costs = CostModel(segment_ms=(1.0, 1.0), exits=(), splits=(
+    ...     SplitCost(0, cloud_ms=0.5, wire={"fp32": WireCost(4000, 0.0, 0.0, 0.9)}),
+    ...     SplitCost(2, wire={"fp32": WireCost(0, 0.0, 0.0, 0.9)}),
+    ... ), accuracy_full=0.9, response_bytes=0)
+    >>> [(c.split, round(c.latency_ms, 3)) for c in candidates(costs, Network(8e6, 10.0))]
+    [(2, 2.0), (0, 14.5)]
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+from protos.bundle import Manifest
+
+__all__ = [
+    "Candidate",
+    "CostModel",
+    "ExitCost",
+    "Network",
+    "SplitCost",
+    "WireCost",
+    "best_accuracy_within",
+    "candidates",
+    "cost_model",
+    "expected_latency_ms",
+    "plan",
+]
+
+
+@dataclass(frozen=True)
+class Network:
+    """Uplink bandwidth (bits/s), round-trip time (ms) and downlink bandwidth (bits/s; default: the uplink's)."""
+
+    bandwidth_bps: float
+    rtt_ms: float
+    downlink_bps: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.bandwidth_bps <= 0 or self.rtt_ms < 0 or (self.downlink_bps is not None and self.downlink_bps <= 0):
+            raise ValueError(f"bandwidth must be > 0 and rtt >= 0, got {self.bandwidth_bps} bit/s, {self.rtt_ms} ms")
+
+    def transfer_ms(self, nbytes: float, down: bool = False) -> float:
+        """Milliseconds to push ``nbytes`` through the link (serialisation delay, no propagation)."""
+        rate = (self.downlink_bps or self.bandwidth_bps) if down else self.bandwidth_bps
+        return 8e3 * nbytes / rate
+
+
+@dataclass(frozen=True)
+class WireCost:
+    """One codec at one split point: bytes per request, edge encode ms, cloud decode ms, the hybrid's accuracy
+    with this codec and exits off (``accuracy``) and on (``accuracy_exits``; default: the same)."""
+
+    bytes: float
+    encode_ms: float
+    decode_ms: float
+    accuracy: float
+    accuracy_exits: float | None = None
+
+
+@dataclass(frozen=True)
+class ExitCost:
+    """An exit head after segment ``after_segment``: its edge latency and, per split point, the fraction of all
+    samples it answers when exits are on (``rates[split]``; an exit at or after the split is never reached)."""
+
+    name: str
+    after_segment: int
+    ms: float
+    rates: Mapping[int, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class SplitCost:
+    """A split point: the cloud tail's latency and the wire cost per codec. Edge only (the last split point) has
+    no wire; ``accuracy_exits`` is then the accuracy with exits on (default: the full model's)."""
+
+    index: int
+    cloud_ms: float = 0.0
+    wire: Mapping[str, WireCost] = field(default_factory=dict)
+    accuracy_exits: float | None = None
+
+
+@dataclass(frozen=True)
+class CostModel:
+    """Everything the planner needs, as profiled. ``response_bytes``: the reply (logits plus framing)."""
+
+    segment_ms: Sequence[float]
+    exits: Sequence[ExitCost]
+    splits: Sequence[SplitCost]
+    accuracy_full: float
+    response_bytes: float = 64.0
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A configuration and what it is expected to cost and score."""
+
+    split: int
+    codec: str
+    exits: bool
+    latency_ms: float
+    accuracy: float
+    edge_exit_rate: float
+    offload_rate: float
+
+    @property
+    def label(self) -> str:
+        """``split 2, int8+zstd, exits``."""
+        return f"split {self.split}, {self.codec}, {'exits' if self.exits else 'no exits'}"
+
+
+def expected_latency_ms(
+    costs: CostModel, network: Network, split: int, codec: str, exits: bool
+) -> tuple[float, float, float]:
+    """(expected latency in ms, fraction answered by exits, fraction offloaded) of one configuration."""
+    n = len(costs.segment_ms)
+    sc = _split(costs, split)
+    heads = {e.after_segment: e for e in costs.exits} if exits else {}
+    spent, expected, exited = 0.0, 0.0, 0.0
+    for i in range(split):
+        spent += costs.segment_ms[i]
+        head = heads.get(i)
+        if head is not None and i + 1 < n:  # the edge runs an exit head only where more work remains
+            spent += head.ms
+            rate = head.rates.get(split, 0.0)
+            expected += rate * spent
+            exited += rate
+    rest = max(0.0, 1.0 - exited)
+    if split == n:
+        return expected + rest * spent, exited, 0.0
+    if codec not in sc.wire:
+        raise ValueError(f"split point {split} has no costs for codec {codec!r}; profiled codecs: {list(sc.wire)}")
+    wire = sc.wire[codec]
+    remote = (
+        wire.encode_ms
+        + network.rtt_ms
+        + network.transfer_ms(wire.bytes)
+        + network.transfer_ms(costs.response_bytes, down=True)
+        + wire.decode_ms
+        + sc.cloud_ms
+    )
+    return expected + rest * (spent + remote), exited, rest
+
+
+def _split(costs: CostModel, split: int) -> SplitCost:
+    for sc in costs.splits:
+        if sc.index == split:
+            return sc
+    raise ValueError(f"no costs for split point {split}; profiled split points: {[s.index for s in costs.splits]}")
+
+
+def candidates(costs: CostModel, network: Network) -> list[Candidate]:
+    """Every (split, codec, exits) configuration with its expected latency and accuracy, fastest first."""
+    n = len(costs.segment_ms)
+    out = []
+    for sc in costs.splits:
+        wires: Mapping[str, WireCost | None] = sc.wire if sc.index < n else {"-": None}
+        for codec, wire in wires.items():
+            for exits in (False, True):
+                if exits and not any(e.after_segment < sc.index and e.after_segment + 1 < n for e in costs.exits):
+                    continue  # no exit before this split: the same as exits off
+                latency, exited, offloaded = expected_latency_ms(costs, network, sc.index, codec, exits)
+                if wire is None:
+                    accuracy = sc.accuracy_exits if exits and sc.accuracy_exits is not None else costs.accuracy_full
+                else:
+                    accuracy = wire.accuracy_exits if exits and wire.accuracy_exits is not None else wire.accuracy
+                out.append(Candidate(sc.index, codec, exits, latency, accuracy, exited, offloaded))
+    return sorted(out, key=lambda c: (c.latency_ms, -c.accuracy, c.split))
+
+
+def plan(costs: CostModel, network: Network, budget: float = 0.01) -> Candidate:
+    """The fastest configuration whose accuracy is at least ``accuracy_full - budget`` (budget as a fraction)."""
+    floor = costs.accuracy_full - budget - 1e-12
+    ok = [c for c in candidates(costs, network) if c.accuracy >= floor]
+    if not ok:
+        raise ValueError(f"no configuration reaches accuracy {floor:.4f}; the profile has none within the budget")
+    return ok[0]
+
+
+def best_accuracy_within(costs: CostModel, network: Network, target_ms: float) -> Candidate:
+    """The dual: the most accurate configuration expected to answer within ``target_ms`` (ties: the faster)."""
+    ok = [c for c in candidates(costs, network) if c.latency_ms <= target_ms]
+    if not ok:
+        fastest = candidates(costs, network)[0]
+        raise ValueError(
+            f"no configuration is expected within {target_ms} ms; the fastest is {fastest.label}"
+            f" at {fastest.latency_ms:.2f} ms"
+        )
+    return max(ok, key=lambda c: (c.accuracy, -c.latency_ms))
+
+
+def cost_model(manifest: Manifest) -> CostModel:
+    """The cost model ``edgesplit profile`` wrote into ``manifest``; ``ValueError`` when it is not profiled."""
+    p = manifest.profile
+    if not p:
+        raise ValueError(f"bundle of {manifest.model!r} has no profile: run `edgesplit profile --bundle DIR` first")
+    n = len(manifest.segments)
+    costs = {sp.index: dict(sp.cost or {}) for sp in manifest.split_points}
+    exits = tuple(
+        ExitCost(
+            e.name,
+            e.after_segment,
+            float(p["exit_ms"][e.name]),
+            {k: float(c.get("exit_rates", {}).get(e.name, 0.0)) for k, c in costs.items()},
+        )
+        for e in manifest.exits
+    )
+    splits = []
+    for sp in manifest.split_points:
+        c = costs[sp.index]
+        if sp.index == n:
+            splits.append(SplitCost(sp.index, accuracy_exits=c.get("accuracy_exits")))
+            continue
+        wire = {
+            codec: WireCost(
+                w["bytes"],
+                w["encode_ms"],
+                w["decode_ms"] + c["cloud_ms"][codec.partition("+")[0]],  # parse + the tail for that format
+                w["accuracy"],
+                w["accuracy_exits"],
+            )
+            for codec, w in c["wire"].items()
+        }
+        splits.append(SplitCost(sp.index, 0.0, wire))
+    return CostModel(
+        tuple(p["segment_ms"]), exits, tuple(splits), float(p["accuracy_full"]), float(p["response_bytes"])
+    )

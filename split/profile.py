@@ -1,0 +1,257 @@
+"""``edgesplit profile``: measure a bundle's costs and write them into its manifest, for the planner.
+
+Everything runs in ONNX Runtime on the bundle's own files, warmed up, as the median of ``runs`` calls on one
+sample (the edge answers one request at a time):
+
+* per segment and per exit head: edge latency (``--edge-threads``);
+* per split point and wire format: the cloud tail's latency (``--cloud-threads``);
+* per split point and codec: bytes on the wire, the edge's encode + request serialisation, the cloud's
+  request parsing + decompression, and the accuracy on the calibration split with exits off and on;
+* per exit: the exit rate and accuracy as its threshold sweeps, and at every split point the exit rates at the
+  calibrated thresholds (what the planner weighs latencies with).
+
+The content hash covers the model files only, so a profiled bundle still matches the one a cloud serves.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import replace
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnxruntime as ort
+
+from edge.device import slowed
+from edge.policy import confident, criterion, softmax
+from protos import inference_pb2 as pb
+from protos.bundle import Bundle, Manifest, write_manifest
+from protos.codecs import Codec, decode, encode
+from protos.tensors import add_input, add_output, request_inputs
+from split.data import load_dataset
+
+__all__ = ["PROFILED_CODECS", "add_arguments", "profile_bundle", "run"]
+
+PROFILED_CODECS = ("fp32", "fp16", "int8", "int8c", "int8+zstd", "int8+lz4")
+
+
+def _session(path: Path, threads: int) -> ort.InferenceSession:
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+def _median_ms(fn: Callable[[], object], runs: int, warmup: int = 5) -> float:
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return float(np.median(times) * 1e3)
+
+
+def _batched(session: ort.InferenceSession, x: np.ndarray, batch: int = 256) -> np.ndarray:
+    name = session.get_inputs()[0].name
+    return np.concatenate([session.run(None, {name: x[i : i + batch]})[0] for i in range(0, len(x), batch)])
+
+
+def _request(codec: Codec, name: str, x: np.ndarray) -> bytes:
+    request = pb.ModelInferRequest(model_name="m")
+    for i, (key, array) in enumerate(encode(codec, name, x).items()):
+        add_input(request, key, array, codec.compressor if i == 0 else None)
+    return request.SerializeToString()
+
+
+def _parse(raw: bytes) -> dict[str, np.ndarray]:
+    return request_inputs(pb.ModelInferRequest.FromString(raw))
+
+
+def _wire(codec: Codec, name: str, x: np.ndarray) -> tuple[np.ndarray, float]:
+    """Every sample encoded on its own as the edge sends it: the decoded batch and the mean request bytes."""
+    decoded, sizes = np.empty_like(x), []
+    for i in range(len(x)):
+        request = pb.ModelInferRequest.FromString(_request(codec, name, x[i : i + 1]))
+        sizes.append(sum(len(raw) for raw in request.raw_input_contents))
+        decoded[i] = decode(codec.format, name, request_inputs(request))[0]
+    return decoded, float(np.mean(sizes))
+
+
+def _sweep(probs: np.ndarray, labels: np.ndarray, crit_name: str, points: int = 21) -> list[list[float]]:
+    """[threshold, exit rate, accuracy of the exited] as the threshold sweeps the score quantiles."""
+    crit = criterion(crit_name)
+    scores = crit.score(probs)
+    rows = []
+    for q in np.linspace(0, 1, points):
+        t = float(np.quantile(scores, q))
+        mask = confident(crit, scores, t)
+        acc = float((probs[mask].argmax(-1) == labels[mask]).mean()) if mask.any() else 1.0
+        rows.append([t, float(mask.mean()), acc])
+    return rows
+
+
+def profile_bundle(
+    bundle: Bundle,
+    x: np.ndarray,
+    y: np.ndarray,
+    *,
+    runs: int = 50,
+    codecs: Sequence[str] = PROFILED_CODECS,
+    edge_threads: int = 1,
+    cloud_threads: int = 1,
+    edge_slowdown: float = 1.0,
+) -> Manifest:
+    """Measure ``bundle`` on samples ``x`` with labels ``y`` (the calibration split) and write the costs.
+
+    ``edge_slowdown`` times the edge's segments and exit heads on an emulated device that many times slower than
+    this host (:mod:`edge.device`), as the edge runtime with the same ``slowdown`` runs them.
+    """
+    m = bundle.manifest
+    n = len(m.segments)
+    segments = [_session(bundle.file(s.file), edge_threads) for s in m.segments]
+    bounds = [x.astype(np.float32)]
+    for session in segments:
+        bounds.append(_batched(session, bounds[-1]))
+    final = bounds[-1]
+    segment_ms = [
+        _median_ms(partial(slowed(s, edge_slowdown).run, None, {m.segments[i].input.name: bounds[i][:1]}), runs)
+        for i, s in enumerate(segments)
+    ]
+    exit_ms, exit_probs, sweeps = {}, {}, {}
+    for e in m.exits:
+        session = _session(bundle.file(e.file), edge_threads)
+        name = session.get_inputs()[0].name
+        timed = slowed(session, edge_slowdown)
+        exit_ms[e.name] = _median_ms(partial(timed.run, None, {name: bounds[e.after_segment + 1][:1]}), runs)
+        exit_probs[e.name] = softmax(_batched(session, bounds[e.after_segment + 1]))
+        sweeps[e.name] = _sweep(exit_probs[e.name], y, e.criterion)
+
+    def cascade(split: int) -> tuple[np.ndarray, np.ndarray, dict[str, float]]:
+        """Exit predictions (-1: none) and the offloaded mask at ``split``, as the runtime decides."""
+        preds, taken, rates = np.full(len(y), -1), np.zeros(len(y), dtype=bool), {}
+        for e in m.exits:
+            if e.after_segment < split and e.after_segment + 1 < n:
+                crit = criterion(e.criterion)
+                mask = confident(crit, crit.score(exit_probs[e.name]), e.threshold) & ~taken
+                preds = np.where(mask, exit_probs[e.name].argmax(-1), preds)
+                taken |= mask
+                rates[e.name] = float(mask.mean())
+        return preds, ~taken, rates
+
+    split_points = []
+    for sp in m.split_points:
+        exit_preds, offloaded, rates = cascade(sp.index)
+        cost: dict[str, Any] = {"exit_rates": rates, "edge_exit_rate": float(1 - offloaded.mean())}
+        if sp.index == n:
+            cost["accuracy_exits"] = float((np.where(offloaded, final.argmax(-1), exit_preds) == y).mean())
+        else:
+            cost["cloud_ms"], cost["wire"] = _split_costs(
+                bundle, sp.index, bounds[sp.index], y, exit_preds, offloaded, codecs, runs, cloud_threads
+            )
+        split_points.append(replace(sp, cost=cost))
+    response = pb.ModelInferResponse(model_name=m.model)
+    add_output(response, m.output.name, final[:1])
+    profile = {
+        "samples": len(y),
+        "runs": runs,
+        "edge_threads": edge_threads,
+        "cloud_threads": cloud_threads,
+        "edge_slowdown": edge_slowdown,
+        "accuracy_full": float((final.argmax(-1) == y).mean()),
+        "segment_ms": segment_ms,
+        "exit_ms": exit_ms,
+        "response_bytes": response.ByteSize(),
+        "exit_sweep": sweeps,
+    }
+    return write_manifest(bundle.root, replace(m, split_points=tuple(split_points), profile=profile))
+
+
+def _split_costs(
+    bundle: Bundle,
+    split: int,
+    tensor: np.ndarray,
+    y: np.ndarray,
+    exit_preds: np.ndarray,
+    offloaded: np.ndarray,
+    codecs: Sequence[str],
+    runs: int,
+    threads: int,
+) -> tuple[dict[str, float], dict[str, dict[str, float]]]:
+    sp = bundle.manifest.split_point(split)
+    name = sp.tensor.name
+    fp32_tail = _session(bundle.file(sp.tails["fp32"]), threads)
+    cloud_ms = {}
+    for fmt, file in sp.tails.items():
+        session = _session(bundle.file(file), threads)
+        feeds = encode(Codec(fmt), name, tensor[:1])
+        cloud_ms[fmt] = _median_ms(partial(session.run, None, feeds), runs)
+    wire = {}
+    for codec_name in codecs:
+        codec = Codec.parse(codec_name)
+        decoded, nbytes = _wire(codec, name, tensor)
+        preds = _batched(fp32_tail, decoded).argmax(-1)
+        raw = _request(codec, name, tensor[:1])
+        wire[codec_name] = {
+            "bytes": nbytes,
+            "encode_ms": _median_ms(partial(_request, codec, name, tensor[:1]), runs),
+            "decode_ms": _median_ms(partial(_parse, raw), runs),
+            "accuracy": float((preds == y).mean()),
+            "accuracy_exits": float((np.where(offloaded, preds, exit_preds) == y).mean()),
+        }
+    return cloud_ms, wire
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The subcommand's options."""
+    parser.add_argument("--bundle", type=Path, required=True, metavar="DIR", help="the bundle to profile (in place)")
+    parser.add_argument(
+        "--dataset", default="digits", choices=["digits", "fashion-mnist"], help="its calibration split"
+    )
+    parser.add_argument("--data-dir", type=Path, default=None, help="directory of the four Fashion-MNIST IDX files")
+    parser.add_argument("--runs", type=int, default=50, help="timed runs per measurement (median)")
+    parser.add_argument("--edge-threads", type=int, default=1)
+    parser.add_argument("--cloud-threads", type=int, default=1)
+    parser.add_argument(
+        "--edge-slowdown",
+        type=float,
+        default=1.0,
+        help="time the edge as a device this many times slower than this host (edge.device; default 1: the host)",
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    """Profile the bundle, write the manifest, print the costs."""
+    kwargs = {"data_dir": args.data_dir} if args.dataset == "fashion-mnist" else {}
+    data = load_dataset(args.dataset, **kwargs)
+    bundle = Bundle.load(args.bundle)
+    m = profile_bundle(
+        bundle,
+        data.x_cal,
+        data.y_cal,
+        runs=args.runs,
+        edge_threads=args.edge_threads,
+        cloud_threads=args.cloud_threads,
+        edge_slowdown=args.edge_slowdown,
+    )
+    p = m.profile
+    slow = f", edge emulated {p['edge_slowdown']:g}x slower than this host" if p["edge_slowdown"] != 1 else ""
+    print(f"{m.model}: {p['samples']} calibration samples, median of {p['runs']} runs{slow}")
+    print("edge segments ms: " + ", ".join(f"{v:.3f}" for v in p["segment_ms"]))
+    print("edge exits ms:    " + ", ".join(f"{k} {v:.3f}" for k, v in p["exit_ms"].items()))
+    head = f"{'split':>5} {'codec':<10} {'bytes':>8} {'enc ms':>7} {'dec ms':>7} {'tail ms':>8} {'acc':>7}"
+    print(f"\n{head} {'acc+exits':>9}")
+    for sp in m.split_points:
+        for codec, w in (sp.cost or {}).get("wire", {}).items():
+            tail = sp.cost["cloud_ms"][Codec.parse(codec).format]  # type: ignore[index]
+            print(
+                f"{sp.index:>5} {codec:<10} {w['bytes']:>8.0f} {w['encode_ms']:>7.3f} {w['decode_ms']:>7.3f}"
+                f" {tail:>8.3f} {100 * w['accuracy']:>6.2f}% {100 * w['accuracy_exits']:>8.2f}%"
+            )
+    print(f"\nwrote {args.bundle / 'manifest.json'}")
+    return 0

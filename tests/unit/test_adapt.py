@@ -1,0 +1,56 @@
+"""The link estimator and the hysteresis band, on numbers worked out by hand."""
+
+from __future__ import annotations
+
+import pytest
+
+from edge.adapt import LinkEstimator, outside_band
+from edge.planner import Network
+
+
+def test_rtt_is_an_ewma_of_the_probes() -> None:
+    est = LinkEstimator(Network(8e6, 100.0), alpha=0.5)
+    est.observe_rtt(20.0)  # 100 + 0.5 * (20 - 100) = 60
+    est.observe_rtt(20.0)  # 60 + 0.5 * (20 - 60) = 40
+    assert est.network.rtt_ms == pytest.approx(40.0)
+
+
+def test_bandwidth_comes_from_transfer_time_beyond_the_rtt() -> None:
+    est = LinkEstimator(Network(8e6, 10.0), alpha=1.0)  # 8 Mbit/s: 0.001 ms per byte
+    est.observe_transfer(10_000, 10.0 + 80.0)  # 80 ms for 10 kB beyond the RTT: 1 Mbit/s
+    assert est.network.bandwidth_bps == pytest.approx(1e6)
+    assert est.samples == 1
+
+
+def test_a_drop_converges_geometrically() -> None:
+    est = LinkEstimator(Network(18.9e6, 20.0), alpha=0.3)
+    per_byte_3g = 8e3 / 1.1e6
+    for _ in range(10):
+        est.observe_transfer(4000, 20.0 + 4000 * per_byte_3g)
+    # The gap to the new value shrinks by (1 - alpha) per sample: 0.7 ** 10 = 2.8% of it is left.
+    gap = abs(8e3 / est.network.bandwidth_bps - per_byte_3g) / abs(8e3 / 18.9e6 - per_byte_3g)
+    assert gap == pytest.approx(0.7**10, rel=1e-6)
+
+
+def test_empty_payloads_and_bad_alpha() -> None:
+    est = LinkEstimator(Network(1e6, 5.0))
+    est.observe_transfer(0, 50.0)
+    assert est.samples == 0
+    with pytest.raises(ValueError, match="alpha"):
+        LinkEstimator(Network(1e6, 5.0), alpha=0)
+
+
+@pytest.mark.parametrize(
+    ("now", "outside"),
+    [
+        (Network(10e6, 20.0), False),
+        (Network(12.9e6, 20.0), False),  # +29%: inside a 30% band
+        (Network(13.1e6, 20.0), True),  # +31%
+        (Network(7.8e6, 20.0), False),  # 10 / 7.8 = 1.28
+        (Network(7.6e6, 20.0), True),  # 10 / 7.6 = 1.32
+        (Network(10e6, 26.9), False),  # 0.3 * 20 + 1 = 7 ms of slack
+        (Network(10e6, 27.1), True),
+    ],
+)
+def test_hysteresis_band(now: Network, outside: bool) -> None:
+    assert outside_band(Network(10e6, 20.0), now, 0.3) is outside

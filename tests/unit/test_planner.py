@@ -1,0 +1,109 @@
+"""The planner on a cost model small enough to work out by hand (numbers in the comments)."""
+
+from __future__ import annotations
+
+import pytest
+
+from edge.planner import (
+    CostModel,
+    ExitCost,
+    Network,
+    SplitCost,
+    WireCost,
+    best_accuracy_within,
+    candidates,
+    expected_latency_ms,
+    plan,
+)
+
+# Three segments of 2, 3 and 5 ms on the edge; exit0 after segment 0 answers 60% of samples, exit1 after
+# segment 1 another 20%; each exit head costs 0.5 ms. At 8 Mbit/s one byte takes exactly 0.001 ms.
+COSTS = CostModel(
+    segment_ms=(2.0, 3.0, 5.0),
+    exits=(
+        ExitCost("exit0", 0, 0.5, {1: 0.6, 2: 0.6, 3: 0.6}),
+        ExitCost("exit1", 1, 0.5, {2: 0.2, 3: 0.2}),
+    ),
+    splits=(
+        SplitCost(0, cloud_ms=1.0, wire={"fp32": WireCost(3136, 0.0, 0.0, 0.90)}),
+        SplitCost(
+            1,
+            cloud_ms=0.8,
+            wire={
+                "fp32": WireCost(8000, 0.0, 0.0, 0.90, 0.897),
+                "int8": WireCost(2005, 0.1, 0.05, 0.899, 0.896),
+            },
+        ),
+        SplitCost(2, cloud_ms=0.4, wire={"fp32": WireCost(4000, 0.0, 0.0, 0.90, 0.895)}),
+        SplitCost(3, accuracy_exits=0.895),
+    ),
+    accuracy_full=0.90,
+    response_bytes=0.0,
+)
+SLOW = Network(8e6, 20.0)
+
+
+@pytest.mark.parametrize(
+    ("split", "codec", "exits", "expected"),
+    [
+        (3, "-", False, 10.0),  # 2 + 3 + 5
+        (3, "-", True, 4.9),  # 0.6 * 2.5 + 0.2 * (2.5 + 3.5) + 0.2 * (6 + 5)
+        (0, "fp32", False, 24.136),  # 20 rtt + 3.136 transfer + 1 cloud
+        (1, "fp32", True, 14.02),  # 0.6 * 2.5 + 0.4 * (2.5 + 20 + 8 + 0.8)
+        (1, "int8", True, 11.682),  # 0.6 * 2.5 + 0.4 * (2.5 + 0.1 + 20 + 2.005 + 0.05 + 0.8)
+        (2, "fp32", False, 29.4),  # 5 + 20 + 4 + 0.4
+    ],
+)
+def test_expected_latency_by_hand(split: int, codec: str, exits: bool, expected: float) -> None:
+    latency, _, _ = expected_latency_ms(COSTS, SLOW, split, codec, exits)
+    assert latency == pytest.approx(expected, abs=1e-9)
+
+
+def test_exit_and_offload_fractions() -> None:
+    _, exited, offloaded = expected_latency_ms(COSTS, SLOW, 2, "fp32", True)
+    assert (exited, offloaded) == pytest.approx((0.8, 0.2))
+    _, exited, offloaded = expected_latency_ms(COSTS, SLOW, 1, "fp32", True)
+    assert (exited, offloaded) == pytest.approx((0.6, 0.4))  # exit1 sits at the split: never reached
+
+
+def test_slow_network_keeps_the_work_on_the_edge() -> None:
+    best = plan(COSTS, SLOW, budget=0.01)
+    assert (best.split, best.exits, best.latency_ms) == (3, True, pytest.approx(4.9))
+
+
+def test_fast_network_sends_the_raw_input() -> None:
+    fast = Network(1e9, 1.0)
+    best = plan(COSTS, fast, budget=0.01)
+    # cloud only: 1 + 3136 * 8 / 1e9 s + 1 = 2.025 ms; the best edge option (exits) is 4.9 ms.
+    assert (best.split, best.codec, best.exits) == (0, "fp32", False)
+    assert best.latency_ms == pytest.approx(2.025088)
+
+
+def test_a_tight_budget_rules_out_the_lossy_configurations() -> None:
+    best = plan(COSTS, SLOW, budget=0.0)
+    # Only 0.90-accurate candidates remain: edge only without exits (10 ms) beats every offload.
+    assert (best.split, best.exits, best.accuracy) == (3, False, 0.90)
+
+
+def test_every_candidate_is_listed_fastest_first() -> None:
+    listed = candidates(COSTS, SLOW)
+    assert [c.latency_ms for c in listed] == sorted(c.latency_ms for c in listed)
+    # split 0 has no exit before it, so no "exits" variant; split 1 has two codecs x exits on/off.
+    labels = {(c.split, c.codec, c.exits) for c in listed}
+    assert (0, "fp32", True) not in labels
+    assert {(1, "fp32", False), (1, "fp32", True), (1, "int8", False), (1, "int8", True)} <= labels
+    assert len(listed) == 1 + 4 + 2 + 2
+
+
+def test_the_dual_best_accuracy_under_a_latency_target() -> None:
+    assert best_accuracy_within(COSTS, SLOW, 5.0).label == "split 3, -, exits"
+    assert best_accuracy_within(COSTS, SLOW, 10.0).label == "split 3, -, no exits"
+    with pytest.raises(ValueError, match=r"fastest is split 3, -, exits at 4.90 ms"):
+        best_accuracy_within(COSTS, SLOW, 1.0)
+
+
+def test_unknown_split_and_bad_network_are_refused() -> None:
+    with pytest.raises(ValueError, match=r"profiled split points: \[0, 1, 2, 3\]"):
+        expected_latency_ms(COSTS, SLOW, 7, "fp32", False)
+    with pytest.raises(ValueError, match="bandwidth must be > 0"):
+        Network(0, 10)
