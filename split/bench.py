@@ -241,6 +241,7 @@ def plot(results: dict[str, FamilyResult], out: Path) -> list[Path]:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
 
     paths = []
     fig, axes = plt.subplots(1, len(results), figsize=(5 * len(results), 4), squeeze=False)
@@ -275,6 +276,7 @@ def plot(results: dict[str, FamilyResult], out: Path) -> list[Path]:
                 if codec == "fp32":
                     ax.annotate(split_name, (bx, 100 * by), fontsize=6)
         ax.set_xscale("log")
+        ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())  # minor labels overlap on short decades
         ax.set(title=family, xlabel="bytes per offload (log)", ylabel="hybrid top-1 accuracy (%)")
         ax.legend(fontsize=7)
     fig.tight_layout()

@@ -100,10 +100,6 @@ def _netsim() -> Iterator[NetsimControl]:
             process.stdout.close()
 
 
-def _network(profile: Profile) -> Network:
-    return Network(profile.bandwidth_mbit * 1e6, profile.rtt_ms)
-
-
 @dataclass(frozen=True)
 class _Measured:
     label: str
@@ -115,18 +111,37 @@ class _Measured:
         return float(np.mean(self.latencies))
 
 
-def _measure(runtime: EdgeRuntime, samples: np.ndarray, c: Candidate, network: Network) -> _Measured:
+def _route(runtime: EdgeRuntime, c: Candidate) -> None:
     runtime.set_route(c.split, c.codec if c.codec != "-" else "fp32", c.exits)
-    for x in samples[:3]:  # warm the route (connection, sessions)
-        runtime.infer(x)
-    latencies, parts = [], np.zeros(4)
+
+
+def _measure(runtime: EdgeRuntime, samples: np.ndarray, configs: list[Candidate], network: Network) -> list[_Measured]:
+    """Every configuration on every sample, interleaved (sample by sample, configuration by configuration), so
+    that drift on a shared machine weighs on all of them alike; the route switch itself is an attribute swap."""
+    for c in configs:  # warm every route (connection, sessions)
+        _route(runtime, c)
+        for x in samples[:2]:
+            runtime.infer(x)
+    latencies: list[list[float]] = [[] for _ in configs]
+    parts = np.zeros((len(configs), 4))
     for x in samples:
-        start = time.perf_counter()
-        answer = runtime.infer(x)
-        latencies.append((time.perf_counter() - start) * 1e3)
-        parts += _breakdown(answer, latencies[-1], network)
+        for j, c in enumerate(configs):
+            _route(runtime, c)
+            start = time.perf_counter()
+            answer = runtime.infer(x)
+            latencies[j].append((time.perf_counter() - start) * 1e3)
+            parts[j] += _breakdown(answer, latencies[j][-1], network)
     names = ("edge_compute_ms", "cloud_compute_ms", "transfer_ms", "queueing_ms")
-    return _Measured(c.label, latencies, {k: float(v / len(samples)) for k, v in zip(names, parts, strict=True)})
+    return [
+        _Measured(c.label, latencies[j], {k: float(v / len(samples)) for k, v in zip(names, parts[j], strict=True)})
+        for j, c in enumerate(configs)
+    ]
+
+
+def _link(client: CloudClient, profile: Profile, pings: int = 15) -> Network:
+    """The network as the edge sees it: the profile's bandwidth and the median of ``pings`` measured round trips
+    (which include gRPC's and the proxy's own overhead, as the adaptive edge's estimate does)."""
+    return Network(profile.bandwidth_mbit * 1e6, float(np.median([client.ping() for _ in range(pings)])))
 
 
 def _breakdown(answer: Answer, total_ms: float, network: Network) -> np.ndarray:
@@ -155,13 +170,12 @@ def _strategies(costs: CostModel, network: Network, budget: float) -> dict[str, 
 
 
 def _profile_run(
-    runtime: EdgeRuntime, samples: np.ndarray, costs: CostModel, profile: Profile, budget: float
+    runtime: EdgeRuntime, client: CloudClient, samples: np.ndarray, costs: CostModel, profile: Profile, budget: float
 ) -> dict[str, Any]:
-    network = _network(profile)
+    network = _link(client, profile)
     chosen = _strategies(costs, network, budget)
-    measured: dict[str, _Measured] = {}
-    for c in candidates(costs, network):  # every configuration: the oracle is the best measured
-        measured[c.label] = _measure(runtime, samples, c, network)
+    configs = candidates(costs, network)  # every configuration: the oracle is the best measured
+    measured = {m.label: m for m in _measure(runtime, samples, configs, network)}
     oracle = min(measured.values(), key=lambda m: m.mean)
     out: dict[str, Any] = {}
     for strategy in STRATEGIES:
@@ -170,6 +184,7 @@ def _profile_run(
         out[strategy] = {"config": m.label, "mean_ms": p["mean"], "p50_ms": p["p50"], "p95_ms": p["p95"], **m.breakdown}
         if strategy in chosen:
             out[strategy]["expected_ms"] = chosen[strategy].latency_ms
+    out["network"] = {"bandwidth_bps": network.bandwidth_bps, "rtt_ms_measured": network.rtt_ms}
     out["all_configs"] = {label: m.mean for label, m in sorted(measured.items(), key=lambda kv: kv[1].mean)}
     return out
 
@@ -186,7 +201,7 @@ def _adaptation(
     budget: float,
 ) -> dict[str, Any]:
     control.shape("cloud", before)
-    edge = AdaptiveEdge(runtime, client, costs, _network(before), budget=budget)
+    edge = AdaptiveEdge(runtime, client, costs, _link(client, before), budget=budget)
     latencies, routes = [], []
     for i, x in enumerate(samples):
         if i == drop_at:
@@ -270,14 +285,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of ``edgesplit bench network`` (the subcommand itself is parsed by :mod:`split.bench`)."""
     group = parser.add_argument_group("bench network")
     group.add_argument("--profiles", nargs="+", default=["3g", "4g", "wifi"], choices=sorted(PROFILES))
-    group.add_argument("--samples", type=int, default=30, help="test samples per configuration")
+    group.add_argument("--samples", type=int, default=50, help="test samples per configuration")
     group.add_argument("--dataset", default="fashion-mnist", choices=["digits", "fashion-mnist"])
     group.add_argument("--family", default="mobilenetv2", choices=sorted(SIZES), help="model family (network)")
     group.add_argument(
         "--edge-slowdown",
         type=float,
-        default=10.0,
-        help="emulate an edge device this many times slower than this host (default %(default)s)",
+        default=300.0,
+        help="emulate an edge device this many times slower than this host (default %(default)s: an MCU-class node)",
     )
     group.add_argument("--adapt-requests", type=int, default=300, help="requests in the adaptation run")
 
@@ -323,7 +338,7 @@ def run_network(args: argparse.Namespace) -> int:
         for name in args.profiles:
             control.shape("cloud", PROFILES[name])
             print(f"profile {name}: measuring every configuration", file=sys.stderr)
-            results["profiles"][name] = _profile_run(runtime, samples, costs, PROFILES[name], budget)
+            results["profiles"][name] = _profile_run(runtime, client, samples, costs, PROFILES[name], budget)
         adapt_samples = np.resize(data.x_test, (args.adapt_requests, *data.x_test.shape[1:]))
         results["adaptation"] = _adaptation(
             runtime,
