@@ -1,9 +1,14 @@
-"""The edge's gRPC client for the cloud: one channel, one stub, requests built without extra copies."""
+"""The edge's gRPC client for the cloud: one channel, one stub, requests built without extra copies.
+
+:meth:`CloudClient.infer` blocks; :meth:`CloudClient.infer_async` returns a :class:`PendingReply` at once (the
+gRPC future API), so the edge can go on computing while the tensor is in flight, poll it, or cancel it.
+"""
 
 from __future__ import annotations
 
+import threading
 import time
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import grpc
 import numpy as np
@@ -14,7 +19,7 @@ from protos import inference_pb2_grpc, params
 from protos.codecs import Codec, encode
 from protos.tensors import add_input, get_param, response_outputs, set_param
 
-__all__ = ["CloudClient", "CloudReply"]
+__all__ = ["CloudClient", "CloudReply", "PendingReply"]
 
 
 class CloudReply(NamedTuple):
@@ -28,22 +33,70 @@ class CloudReply(NamedTuple):
 
 FP32 = Codec()
 
-# Status codes after which the edge may fall back and try again later; any other code is a rejection.
-_TRANSIENT = frozenset(
-    {
-        grpc.StatusCode.UNAVAILABLE,
-        grpc.StatusCode.DEADLINE_EXCEEDED,
-        grpc.StatusCode.RESOURCE_EXHAUSTED,
-        grpc.StatusCode.ABORTED,
-        grpc.StatusCode.CANCELLED,
-    }
-)
+# Status codes after which the edge may fall back and try again later, with the reason a degraded answer gives;
+# any other code is a rejection.
+_TRANSIENT = {
+    grpc.StatusCode.UNAVAILABLE: "unavailable",
+    grpc.StatusCode.DEADLINE_EXCEEDED: "deadline",
+    grpc.StatusCode.RESOURCE_EXHAUSTED: "overloaded",
+    grpc.StatusCode.ABORTED: "unavailable",
+    grpc.StatusCode.CANCELLED: "unavailable",
+}
 
 
 def _translate(err: grpc.RpcError) -> EdgeError:
     code, details = err.code(), err.details()
-    kind = CloudUnavailable if code in _TRANSIENT else CloudRejected
-    return kind(f"cloud answered {code.name}: {details}")
+    message = f"cloud answered {code.name}: {details}"
+    reason = _TRANSIENT.get(code)
+    return CloudRejected(message) if reason is None else CloudUnavailable(message, reason)
+
+
+class PendingReply:
+    """A request in flight (from :meth:`CloudClient.infer_async`): poll :meth:`done`, wait on :meth:`result`, or
+    :meth:`cancel` it. ``bytes_sent`` is known at once; the round trip is timed until the reply arrived, not
+    until it was collected."""
+
+    def __init__(self, future: Any, bytes_sent: int, start: float) -> None:
+        self._future = future
+        self.bytes_sent = bytes_sent
+        self._start = start
+        self._end: float | None = None
+        self._arrived = threading.Event()
+        future.add_done_callback(self._stamp)
+
+    def _stamp(self, _: Any) -> None:
+        self._end = time.perf_counter()
+        self._arrived.set()
+
+    def done(self) -> bool:
+        """Whether the reply (or an error) has arrived; never blocks."""
+        return self._arrived.is_set()
+
+    def cancel(self) -> None:
+        """Stop waiting for the reply (the call is cancelled; :meth:`result` raises ``CloudUnavailable``)."""
+        self._future.cancel()
+
+    def result(self) -> CloudReply:
+        """Wait for the reply (the call's own timeout bounds the wait); ``CloudUnavailable`` or
+        ``CloudRejected`` when the cloud did not answer."""
+        try:
+            response = self._future.result()
+        except grpc.FutureCancelledError:
+            raise CloudUnavailable("the request was cancelled on the edge") from None
+        except grpc.RpcError as err:
+            raise _translate(err) from None
+        self._arrived.wait()
+        assert self._end is not None
+        outputs = response_outputs(response)
+        if len(outputs) != 1:
+            raise CloudRejected(f"expected one output from the cloud, got {list(outputs)}")
+        server_ms = get_param(response.parameters, params.SERVER_MS, 0.0)
+        return CloudReply(
+            next(iter(outputs.values())),
+            self.bytes_sent,
+            (self._end - self._start) * 1e3,
+            float(server_ms) if isinstance(server_ms, int | float) else 0.0,
+        )
 
 
 class CloudClient:
@@ -62,18 +115,28 @@ class CloudClient:
         bundle_hash: str,
         timeout_s: float = 5.0,
         max_message_bytes: int = 64 * 1024 * 1024,
+        max_reconnect_backoff_ms: int = 1000,
     ) -> None:
         if timeout_s <= 0:
             raise ValueError(f"timeout_s must be positive, got {timeout_s}")
         self.target, self.model, self.bundle_hash, self.timeout_s = target, model, bundle_hash, timeout_s
-        self._channel = grpc.insecure_channel(
-            target,
-            options=[
-                ("grpc.max_receive_message_length", max_message_bytes),
-                ("grpc.max_send_message_length", max_message_bytes),
-            ],
-        )
+        self._options = [
+            ("grpc.max_receive_message_length", max_message_bytes),
+            ("grpc.max_send_message_length", max_message_bytes),
+            # after an outage, try to reconnect at least this often (gRPC's default backs off to 120 s)
+            ("grpc.initial_reconnect_backoff_ms", min(100, max_reconnect_backoff_ms)),
+            ("grpc.min_reconnect_backoff_ms", min(100, max_reconnect_backoff_ms)),
+            ("grpc.max_reconnect_backoff_ms", max_reconnect_backoff_ms),
+        ]
+        self._channel = grpc.insecure_channel(target, options=self._options)
         self._stub = inference_pb2_grpc.GRPCInferenceServiceStub(self._channel)
+
+    def reconnect(self) -> None:
+        """Replace the channel with a new one (calls still on the old one are cancelled). A connection that lost
+        data silently (a blackhole) may stay stuck after the network recovers; a fresh one does not."""
+        old, channel = self._channel, grpc.insecure_channel(self.target, options=self._options)
+        self._channel, self._stub = channel, inference_pb2_grpc.GRPCInferenceServiceStub(channel)
+        old.close()
 
     def wait_ready(self, timeout_s: float = 10.0) -> None:
         """Block until the channel is connected and the server reports ready; CloudUnavailable otherwise."""
@@ -94,6 +157,12 @@ class CloudClient:
 
         Bytes sent are the tensor bytes on the wire: every tensor the codec sends, after compression.
         """
+        return self.infer_async(split, name, tensor, timeout_s, codec).result()
+
+    def infer_async(
+        self, split: int, name: str, tensor: np.ndarray, timeout_s: float | None = None, codec: Codec = FP32
+    ) -> PendingReply:
+        """As :meth:`infer`, but returns at once with the request in flight (``timeout_s``: its gRPC deadline)."""
         request = pb.ModelInferRequest(model_name=self.model)
         set_param(request.parameters, params.BUNDLE_HASH, self.bundle_hash)
         set_param(request.parameters, params.SPLIT_POINT, split)
@@ -102,21 +171,17 @@ class CloudClient:
         for i, (key, array) in enumerate(encode(codec, name, tensor).items()):
             add_input(request, key, array, codec.compressor if i == 0 else None)
         start = time.perf_counter()
+        future = self._stub.ModelInfer.future(request, timeout=timeout_s or self.timeout_s)
+        return PendingReply(future, sum(len(raw) for raw in request.raw_input_contents), start)
+
+    def ready(self, timeout_s: float | None = None) -> bool:
+        """One ServerReady health check: whether the cloud answered, within ``timeout_s``, that it is ready (the
+        check waits for a connection within that time). Never raises for a cloud that is down: that is ``False``."""
+        timeout = timeout_s or self.timeout_s
         try:
-            response = self._stub.ModelInfer(request, timeout=timeout_s or self.timeout_s)
-        except grpc.RpcError as err:
-            raise _translate(err) from None
-        rpc_ms = (time.perf_counter() - start) * 1e3
-        outputs = response_outputs(response)
-        if len(outputs) != 1:
-            raise CloudRejected(f"expected one output from the cloud, got {list(outputs)}")
-        server_ms = get_param(response.parameters, params.SERVER_MS, 0.0)
-        return CloudReply(
-            next(iter(outputs.values())),
-            sum(len(raw) for raw in request.raw_input_contents),
-            rpc_ms,
-            float(server_ms) if isinstance(server_ms, int | float) else 0.0,
-        )
+            return bool(self._stub.ServerReady(pb.ServerReadyRequest(), timeout=timeout, wait_for_ready=True).ready)
+        except grpc.RpcError:
+            return False
 
     def ping(self, timeout_s: float | None = None) -> float:
         """One ServerLive round trip (a few bytes each way); its duration in ms. Measures the link's RTT."""

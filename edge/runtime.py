@@ -1,27 +1,53 @@
 """The edge runtime: run segments, stop at the first confident exit, otherwise offload the split tensor.
 
+The edge never loses a request. Each request has a deadline; the cloud call gets the time left as its gRPC
+timeout, transient failures are retried while the deadline allows (:mod:`edge.retry`, :mod:`edge.offload`), and a
+circuit breaker (:mod:`edge.breaker`) keeps requests local while the cloud fails. When the cloud does not answer
+(deadline, unavailable, overloaded, rejected, or the breaker open), the edge answers itself, ``degraded`` with
+the reason: it runs on past the split while the deadline allows (a confident exit, when the route checks exits,
+or the full model at the end); once the deadline has passed, it answers from the most confident exit head
+evaluated so far, else evaluates the deepest exit head whose input it has, else runs on to the next exit head or
+the end (only with no exit before it: an answer late beats none). A rejection is logged too.
+
+With ``race=True`` the edge does not wait idle: while the tensor is in flight it runs its remaining segments and
+exits and returns the first acceptable answer: the cloud's, a confident exit's or the full local model's. A local
+win is not degraded; the cloud call is cancelled.
+
 Example:
-    >>> runtime = EdgeRuntime(Bundle.load("bundle/"), cloud=CloudClient(...))   # doctest: +SKIP
-    >>> answer = runtime.infer(image)                                           # doctest: +SKIP
-    >>> answer.source, answer.exit, answer.confidence                          # doctest: +SKIP
-    ('exit', 'exit0', 0.97)
+    >>> runtime = EdgeRuntime(Bundle.load("bundle/"), cloud=CloudClient(...), deadline_ms=200)   # doctest: +SKIP
+    >>> answer = runtime.infer(image)                                                          # doctest: +SKIP
+    >>> answer.source, answer.exit, answer.confidence, answer.degraded                         # doctest: +SKIP
+    ('exit', 'exit0', 0.97, None)
+    >>> runtime.stats()["fallbacks"]                                                           # doctest: +SKIP
+    {'deadline': 0, 'unavailable': 0, 'overloaded': 0, 'breaker_open': 0, 'rejected': 0}
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import logging
+import math
+import random
+import threading
+import time
+from dataclasses import dataclass, field, replace
+from typing import Any
 
 import numpy as np
 import onnxruntime as ort
 
-from edge.client import CloudClient
+from edge.breaker import CircuitBreaker
+from edge.client import CloudClient, CloudReply
 from edge.device import Session, slowed
-from edge.errors import EdgeError
+from edge.errors import REASONS, CloudError, EdgeError
+from edge.offload import Offload
 from edge.policy import Criterion, confident, criterion, softmax
+from edge.retry import RetryPolicy
 from protos.bundle import Bundle, Exit
 from protos.codecs import Codec
 
 __all__ = ["Answer", "EdgeRuntime", "Route"]
+
+log = logging.getLogger("edgesplit.edge")
 
 
 @dataclass(frozen=True)
@@ -31,7 +57,9 @@ class Answer:
     ``source`` is ``"exit"`` (an early exit on the edge, named by ``exit``), ``"edge"`` (the full model ran on
     the edge) or ``"cloud"`` (the tail ran in the cloud from split point ``split``; then ``bytes_sent`` and
     ``codec`` say what went on the wire, ``rpc_ms`` the round trip the edge saw and ``server_ms`` the cloud's
-    own share of it).
+    own share of it). ``degraded`` says why a request meant for the cloud was answered on the edge
+    (``deadline``, ``unavailable``, ``overloaded``, ``breaker_open`` or ``rejected``; ``None``: it was not);
+    ``latency_ms`` is the time :meth:`EdgeRuntime.infer` took.
     """
 
     label: int
@@ -45,6 +73,8 @@ class Answer:
     codec: str | None = None
     rpc_ms: float = 0.0
     server_ms: float = 0.0
+    degraded: str | None = None
+    latency_ms: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -64,6 +94,51 @@ class _ExitGate:
     criterion: Criterion
 
 
+@dataclass
+class _Run:
+    """One request's local progress: ``tensors[i]`` is segment ``i``'s input (``tensors[0]`` the sample);
+    ``candidates`` the exit heads evaluated, as (confidence key, answer)."""
+
+    tensors: list[np.ndarray]
+    deadline: float
+    candidates: list[tuple[float, Answer]] = field(default_factory=list)
+
+    @property
+    def done(self) -> int:
+        """Segments run so far."""
+        return len(self.tensors) - 1
+
+
+class _Counters:
+    """Thread-safe counts of what the runtime did (:meth:`EdgeRuntime.stats`)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        counts = ("requests", "offloads", "retries", "race_local_wins", "bytes_sent")
+        self.values: dict[str, Any] = dict.fromkeys(counts, 0)
+        tables = {"answers": ("exit", "edge", "cloud"), "exits": (), "fallbacks": REASONS}
+        self.values.update({key: dict.fromkeys(names, 0) for key, names in tables.items()})
+
+    def count(self, answer: Answer, offload: Offload | None) -> None:
+        with self._lock:
+            v = self.values
+            v["requests"] += 1
+            v["answers"][answer.source] += 1
+            if answer.exit is not None:
+                v["exits"][answer.exit] = v["exits"].get(answer.exit, 0) + 1
+            if answer.degraded is not None:
+                v["fallbacks"][answer.degraded] += 1
+            if offload is not None:
+                v["offloads"] += offload.attempts
+                v["retries"] += max(offload.attempts - 1, 0)
+                v["bytes_sent"] += offload.bytes_sent
+                v["race_local_wins"] += answer.source != "cloud" and answer.degraded is None
+
+    def snapshot(self) -> dict[str, Any]:
+        with self._lock:
+            return {k: dict(v) if isinstance(v, dict) else v for k, v in self.values.items()}
+
+
 def _session(path: str, threads: int, slowdown: float = 1.0) -> Session:
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
@@ -72,8 +147,14 @@ def _session(path: str, threads: int, slowdown: float = 1.0) -> Session:
     return slowed(ort.InferenceSession(path, options, providers=["CPUExecutionProvider"]), slowdown)
 
 
+def _deadline_s(deadline_ms: float) -> float:
+    if not isinstance(deadline_ms, int | float) or not math.isfinite(deadline_ms) or deadline_ms <= 0:
+        raise ValueError(f"deadline_ms must be a positive number of milliseconds, got {deadline_ms!r}")
+    return deadline_ms / 1e3
+
+
 class EdgeRuntime:
-    """Runs a bundle's head on the device; sessions are built once, here.
+    """Runs a bundle's head on the device; sessions are built once, here. Thread-safe.
 
     Args:
         bundle: the bundle written by ``split/``.
@@ -84,6 +165,12 @@ class EdgeRuntime:
         codec: how the split tensor travels (``fp32``, ``int8+zstd`` …, see :mod:`protos.codecs`); default: the
             split point's codec in the manifest.
         slowdown: emulate a device this many times slower than this host (:mod:`edge.device`; 1 = the host).
+        deadline_ms: each request's deadline, from the call to :meth:`infer` (which may override it).
+        race: compute the rest of the model locally while the tensor is in flight; the first answer wins.
+        breaker: the circuit breaker (default: 3 failures open it for 2 s).
+        retry: how transient failures are retried (default: :class:`~edge.retry.RetryPolicy`'s).
+        rng: the random source of the retry jitter.
+        probe_timeout_s: the health check's timeout when the breaker is half-open.
     """
 
     def __init__(
@@ -96,6 +183,12 @@ class EdgeRuntime:
         threads: int = 1,
         codec: str | None = None,
         slowdown: float = 1.0,
+        deadline_ms: float = 1000.0,
+        race: bool = False,
+        breaker: CircuitBreaker | None = None,
+        retry: RetryPolicy | None = None,
+        rng: random.Random | None = None,
+        probe_timeout_s: float = 0.5,
     ) -> None:
         self.manifest = bundle.manifest
         self._n = len(self.manifest.segments)
@@ -108,6 +201,14 @@ class EdgeRuntime:
             )
         self._cloud = cloud
         self._route = self._check(self.manifest.default_split if split is None else split, codec, exits)
+        self._deadline_s = _deadline_s(deadline_ms)
+        self.race = race
+        self.breaker = breaker or CircuitBreaker()
+        self.retry = retry or RetryPolicy()
+        self._rng = rng or random.Random()
+        self._probe_timeout_s = probe_timeout_s
+        self._clock = time.monotonic
+        self._counters = _Counters()
 
     @property
     def route(self) -> Route:
@@ -134,6 +235,13 @@ class EdgeRuntime:
         self._route = self._check(split, codec, exits)
         return self._route
 
+    def stats(self) -> dict[str, Any]:
+        """Counters: ``requests``, ``answers`` by source, ``exits`` per exit, ``offloads`` (tries sent), ``retries``,
+        ``race_local_wins``, ``fallbacks`` by reason, ``bytes_sent``, ``breaker`` (``state``, times ``opened``)."""
+        values = self._counters.snapshot()
+        values["breaker"] = {"state": self.breaker.state, "opened": self.breaker.opened}
+        return values
+
     def _check(self, split: int, codec: str | None, exits: bool) -> Route:
         point = self.manifest.split_point(split)
         if split < self._n and self._cloud is None:
@@ -156,33 +264,133 @@ class EdgeRuntime:
             )
         return np.ascontiguousarray(x, dtype=np.float32)
 
-    def infer(self, x: np.ndarray) -> Answer:
-        """Answer one sample: from the first confident exit, the edge's full model, or the cloud."""
+    def infer(self, x: np.ndarray, deadline_ms: float | None = None) -> Answer:
+        """Answer one sample: from the first confident exit, the edge's full model, or the cloud; when the cloud
+        fails it, from the edge, degraded (see the module's docstring). ``deadline_ms`` overrides the runtime's."""
+        start = self._clock()
+        deadline = start + (self._deadline_s if deadline_ms is None else _deadline_s(deadline_ms))
         route = self._route  # one read: a concurrent switch never mixes two routes in one request
-        split = route.split
-        x = self._prepare(x)
-        for i in range(split):
-            x = self._segments[i].run(None, {self.manifest.segments[i].input.name: x})[0]
-            gate = self._exits.get(i) if route.exits else None
-            if gate is not None and i + 1 < self._n:
-                probs = softmax(gate.session.run(None, {gate.input_name: x})[0])
-                if confident(gate.criterion, gate.criterion.score(probs), gate.spec.threshold)[0]:
-                    return self._answer(probs, "exit", i + 1, exit=gate.spec.name)
-        if split == self._n:
-            return self._answer(softmax(x), "edge", split)
+        run = _Run([self._prepare(x)], deadline)
+        offload: Offload | None = None
+        answer = self._head(run, route)
+        if answer is None:
+            offload, answer = self._offload(run, route)
+        answer = replace(answer, latency_ms=(self._clock() - start) * 1e3)
+        self._counters.count(answer, offload)
+        return answer
+
+    def _head(self, run: _Run, route: Route) -> Answer | None:
+        """Run the segments before the split: a confident exit's answer, the full model's at split ``n``, or
+        ``None`` (offload)."""
+        for _ in range(route.split):
+            answer = self._step(run, route.exits)
+            if answer is not None:
+                return answer
+        return self._full(run) if route.split == self._n else None
+
+    def _step(self, run: _Run, check_exits: bool) -> Answer | None:
+        """Run the next segment (and its exit head when ``check_exits``): the exit's answer when confident."""
+        i = run.done
+        run.tensors.append(self._segments[i].run(None, {self.manifest.segments[i].input.name: run.tensors[i]})[0])
+        if check_exits and i in self._exits and i + 1 < self._n:
+            return self._evaluate(run, i)
+        return None
+
+    def _evaluate(self, run: _Run, i: int) -> Answer | None:
+        """Evaluate the exit head after segment ``i``; keep it as a candidate; its answer when confident."""
+        gate = self._exits[i]
+        probs = softmax(gate.session.run(None, {gate.input_name: run.tensors[i + 1]})[0])
+        score = float(gate.criterion.score(probs)[0])
+        answer = self._answer(probs, "exit", i + 1, exit=gate.spec.name)
+        run.candidates.append((score if gate.criterion.higher_is_confident else -score, answer))
+        return answer if confident(gate.criterion, np.array([score]), gate.spec.threshold)[0] else None
+
+    def _full(self, run: _Run, degraded: str | None = None) -> Answer:
+        return self._answer(softmax(run.tensors[-1]), "edge", self._n, degraded=degraded)
+
+    def _offload(self, run: _Run, route: Route) -> tuple[Offload | None, Answer]:
+        """Send the split tensor (unless the breaker is open); the cloud's answer or a local one."""
         assert self._cloud is not None
-        sp = self.manifest.split_point(split)
-        reply = self._cloud.infer(split, sp.tensor.name, x, codec=route.codec)
-        return self._answer(
-            softmax(reply.logits),
-            "cloud",
-            split,
-            split=split,
-            bytes_sent=reply.bytes_sent,
-            codec=route.codec.name,
-            rpc_ms=reply.rpc_ms,
-            server_ms=reply.server_ms,
+        if not self.breaker.allow():
+            self._maybe_probe()
+            return None, self._fallback(run, route, "breaker_open")
+        cloud, tensor, name = self._cloud, run.tensors[-1], self.manifest.split_point(route.split).tensor.name
+        offload = Offload(
+            lambda timeout_s: cloud.infer_async(route.split, name, tensor, timeout_s, route.codec),
+            run.deadline,
+            breaker=self.breaker,
+            retry=self.retry,
+            rng=self._rng,
+            clock=self._clock,
         )
+        if self.race:
+            return offload, self._race(run, route, offload)
+        try:
+            reply = offload.wait()
+        except CloudError as err:
+            return offload, self._fallback(run, route, err.reason, err)
+        return offload, self._cloud_answer(reply, route)
+
+    def _race(self, run: _Run, route: Route, offload: Offload) -> Answer:
+        """Compute locally while the cloud works; the first acceptable answer before the deadline wins."""
+        while run.done < self._n:
+            try:
+                reply = offload.poll()
+            except CloudError as err:
+                return self._fallback(run, route, err.reason, err)
+            if reply is not None:
+                return self._cloud_answer(reply, route)
+            if self._clock() >= run.deadline:
+                offload.cancel()
+                return self._fallback(run, route, "deadline")
+            answer = self._step(run, route.exits)
+            if answer is not None:
+                offload.cancel()
+                return answer
+        offload.cancel()
+        return self._full(run)
+
+    def _fallback(self, run: _Run, route: Route, reason: str, err: CloudError | None = None) -> Answer:
+        """A local answer, degraded for ``reason``: run on while the deadline allows, then the best exit."""
+        if reason == "rejected":
+            log.warning("the cloud rejected a request; answering on the edge: %s", err)
+        while run.done < self._n and self._clock() < run.deadline:
+            answer = self._step(run, route.exits)
+            if answer is not None:
+                return replace(answer, degraded=reason)
+        if run.done == self._n:
+            return self._full(run, reason)
+        return replace(self._best(run), degraded=reason)
+
+    def _best(self, run: _Run) -> Answer:
+        """The most confident exit evaluated; else the deepest exit head on a tensor at hand; else run on to the
+        next exit head (or the end)."""
+        while not run.candidates:
+            heads = [i for i in self._exits if i < run.done and i + 1 < self._n]
+            if heads:
+                self._evaluate(run, max(heads))
+            elif run.done < self._n:
+                self._step(run, check_exits=False)
+            else:
+                return self._full(run)
+        return max(run.candidates, key=lambda c: c[0])[1]
+
+    def _maybe_probe(self) -> None:
+        """Once the breaker's cool-down is over, one health check in the background decides whether it closes."""
+        if self._cloud is None or not self.breaker.begin_probe():
+            return
+        threading.Thread(target=self._probe, args=(self._cloud,), name="edgesplit-probe", daemon=True).start()
+
+    def _probe(self, cloud: CloudClient) -> None:
+        ok = cloud.ready(self._probe_timeout_s)
+        if not ok:
+            cloud.reconnect()  # the next check starts on a fresh connection, not one a blackhole left stuck
+        self.breaker.probe_result(ok)
+
+    def _cloud_answer(self, reply: CloudReply, route: Route) -> Answer:
+        wire = {"split": route.split, "bytes_sent": reply.bytes_sent, "codec": route.codec.name}
+        probs, times = softmax(reply.logits), {"rpc_ms": reply.rpc_ms, "server_ms": reply.server_ms}
+        return self._answer(probs, "cloud", route.split, **wire, **times)
 
     @staticmethod
     def _answer(probs: np.ndarray, source: str, segments_run: int, **extra: object) -> Answer:
