@@ -4,8 +4,10 @@
 of the transfer time per byte, from real offloads (the request's round trip minus the server's own time, which
 the cloud reports in ``edgesplit.server_ms``, minus the RTT). :class:`AdaptiveEdge` wraps an
 :class:`~edge.runtime.EdgeRuntime`: it answers every request, feeds the estimator, and when the estimate leaves a
-hysteresis band around the network the current plan was made for, re-plans with :func:`edge.planner.plan` and
-switches the runtime's route (atomically: no restart, no request dropped). When the plan keeps everything on
+hysteresis band around the network the current plan was made for, re-plans with :func:`edge.planner.plan` and,
+when the new plan is expected to be faster than the current one by at least ``min_gain`` on the estimated network
+(a second hysteresis: near-equal configurations, e.g. two codecs of a few hundred bytes, must not flap), switches
+the runtime's route (atomically: no restart, no request dropped). When the plan keeps everything on
 the edge, a raw-input request every ``probe_every`` requests keeps the bandwidth estimate alive. Probes run on a
 background thread, one at a time, so they never add to a request's latency.
 
@@ -25,11 +27,11 @@ import numpy as np
 
 from edge.client import CloudClient
 from edge.errors import EdgeError
-from edge.planner import Candidate, CostModel, Network, plan
+from edge.planner import Candidate, CostModel, Network, expected_latency_ms, plan
 from edge.runtime import Answer, EdgeRuntime
 from protos.bundle import Manifest
 
-__all__ = ["AdaptiveEdge", "LinkEstimator", "Switch", "outside_band"]
+__all__ = ["AdaptiveEdge", "LinkEstimator", "Switch", "outside_band", "worth_switching"]
 
 
 class LinkEstimator:
@@ -68,6 +70,14 @@ def outside_band(planned: Network, now: Network, band: float) -> bool:
     return not (1 / (1 + band) <= ratio <= 1 + band) or abs(now.rtt_ms - planned.rtt_ms) > band * planned.rtt_ms + 1.0
 
 
+def worth_switching(costs: CostModel, now: Network, current: Candidate, chosen: Candidate, min_gain: float) -> bool:
+    """Whether ``chosen`` is expected to beat ``current`` on ``now`` by more than ``min_gain`` (a fraction)."""
+    if (chosen.split, chosen.codec, chosen.exits) == (current.split, current.codec, current.exits):
+        return False
+    current_ms, _, _ = expected_latency_ms(costs, now, current.split, current.codec, current.exits)
+    return chosen.latency_ms < (1 - min_gain) * current_ms
+
+
 @dataclass(frozen=True)
 class Switch:
     """A re-plan that changed the route: after which request, from what to what, for which network estimate."""
@@ -92,9 +102,10 @@ class AdaptiveEdge:
         band: float = 0.3,
         probe_every: int = 10,
         alpha: float = 0.3,
+        min_gain: float = 0.1,
     ) -> None:
         self.runtime, self.client, self.costs, self.budget, self.band = runtime, client, costs, budget, band
-        self.probe_every = probe_every
+        self.probe_every, self.min_gain = probe_every, min_gain
         self.estimator = LinkEstimator(network, alpha)
         self.switches: list[Switch] = []
         self.requests = 0
@@ -161,10 +172,10 @@ class AdaptiveEdge:
             return
         chosen = plan(self.costs, now, self.budget)
         self._planned_for = now
-        if (chosen.split, chosen.codec, chosen.exits) != (self.plan.split, self.plan.codec, self.plan.exits):
+        if worth_switching(self.costs, now, self.plan, chosen, self.min_gain):
             self.switches.append(Switch(self.requests, self.plan.label, chosen.label, now))
             self._apply(chosen)
-        self.plan = chosen
+            self.plan = chosen
 
     def status(self) -> dict[str, Any]:
         """The current plan, the network estimate it was made for, and every switch so far."""

@@ -1,11 +1,14 @@
 """Emulate an edge device slower than this host: the compute counterpart of ``netsim``.
 
 Planning a split is only interesting when the device is slower than the server: Neurosurgeon and Edgent profile a
-phone or a Raspberry Pi against a server. On one machine, :class:`SlowSession` stands in for the device: it runs
-the real ONNX Runtime session, then waits ``(slowdown - 1)`` times as long as the run took, so every call takes
-``slowdown`` times its time on this host. It waits by sleeping, so the emulated device does not steal the host's
-CPU from the cloud process it talks to. Only model compute is slowed (segments and exit heads), not the Python
-around it (encode, serialisation): that is stated wherever a slowdown is reported.
+phone or a Raspberry Pi against a server. On one machine, :class:`SlowSession` stands in for the device. On its
+first call it times the real ONNX Runtime session on that input (the median of ``calibration_runs`` warm runs):
+the device's time for the call is ``slowdown`` times that. Every call then runs the real session and waits until
+the device's time has passed. Scaling the median, not each call's own time, keeps the host's noise (a 1 ms
+scheduling hiccup would become 300 ms at ``slowdown=300``) out of the emulated device. It waits by sleeping, so the
+emulated device does not steal the host's CPU from the cloud process it talks to. Only model compute is slowed
+(segments and exit heads), not the Python around it (encode, serialisation): that is stated wherever a slowdown
+is reported.
 
 ``slowdown=1`` (the default everywhere) is the host itself: no wrapper at all.
 
@@ -35,7 +38,7 @@ class Session(Protocol):
 
 
 class SlowSession:
-    """A session whose every ``run`` takes ``slowdown`` times as long as on this host."""
+    """A session whose every ``run`` takes ``slowdown`` times its median time on this host (timed on first use)."""
 
     def __init__(
         self,
@@ -43,21 +46,34 @@ class SlowSession:
         slowdown: float,
         clock: Callable[[], float] = time.perf_counter,
         sleep: Callable[[float], None] = time.sleep,
+        calibration_runs: int = 21,
     ) -> None:
         if not slowdown >= 1 or slowdown == float("inf"):  # also refuses NaN
             raise ValueError(f"slowdown is a factor >= 1 (the device is not faster than the host), got {slowdown}")
         self._session = session
         self.slowdown = slowdown
         self._clock, self._sleep = clock, sleep
+        self._calibration_runs = calibration_runs
+        self.device_s: float | None = None  # the emulated device's time per call, once timed
 
     def run(self, output_names: list[str] | None, input_feed: dict[str, Any], run_options: Any = None) -> list[Any]:
         """Run the real session, then wait out the rest of the emulated device's time."""
+        if self.device_s is None:
+            self.device_s = self.slowdown * self._median_s(output_names, input_feed, run_options)
         start = self._clock()
         out = self._session.run(output_names, input_feed, run_options)
-        deadline = start + (self._clock() - start) * self.slowdown
+        deadline = start + self.device_s
         while (left := deadline - self._clock()) > 0:
             self._sleep(left)
         return out
+
+    def _median_s(self, output_names: list[str] | None, input_feed: dict[str, Any], run_options: Any) -> float:
+        times = []
+        for _ in range(self._calibration_runs):
+            start = self._clock()
+            self._session.run(output_names, input_feed, run_options)
+            times.append(self._clock() - start)
+        return sorted(times)[len(times) // 2]
 
     def get_inputs(self) -> list[Any]:
         """The wrapped session's inputs."""

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from edge.adapt import LinkEstimator, outside_band
-from edge.planner import Network
+from edge.adapt import LinkEstimator, outside_band, worth_switching
+from edge.planner import CostModel, Network, SplitCost, WireCost, candidates, plan
 
 
 def test_rtt_is_an_ewma_of_the_probes() -> None:
@@ -54,3 +54,32 @@ def test_empty_payloads_and_bad_alpha() -> None:
 )
 def test_hysteresis_band(now: Network, outside: bool) -> None:
     assert outside_band(Network(10e6, 20.0), now, 0.3) is outside
+
+
+def _costs() -> CostModel:
+    """Two segments of 1 ms; split 0 offloads 4000 B (fp32) or 3800 B (fp16), the tail costs 0.5 ms."""
+    wire = {"fp32": WireCost(4000, 0.0, 0.0, 0.9), "fp16": WireCost(3800, 0.0, 0.0, 0.9)}
+    return CostModel(
+        segment_ms=(1.0, 1.0),
+        exits=(),
+        splits=(SplitCost(0, cloud_ms=0.5, wire=wire), SplitCost(2, wire={})),
+        accuracy_full=0.9,
+        response_bytes=0,
+    )
+
+
+def test_a_clearly_faster_plan_is_worth_switching_to_a_near_equal_one_is_not() -> None:
+    costs = _costs()
+    slow, fast = Network(8e6, 10.0), Network(8e9, 0.1)
+    on_edge = plan(costs, slow)
+    assert (on_edge.split, on_edge.latency_ms) == (2, 2.0)
+    offload = plan(costs, fast)  # 0.1 ms RTT + 0.004 ms transfer + 0.5 ms tail = 0.604 ms by hand
+    assert offload.split == 0 and offload.latency_ms == pytest.approx(0.6038, abs=1e-4)
+    assert worth_switching(costs, fast, on_edge, offload, min_gain=0.1)
+    assert not worth_switching(costs, fast, on_edge, on_edge, min_gain=0.1)
+    # fp32 vs fp16 on an 8 Mbit/s link: 14.5 ms vs 14.3 ms (200 B = 0.2 ms): a 1.4% gain, below a 10% band
+    fp32 = next(c for c in candidates(costs, slow) if c.codec == "fp32")
+    fp16 = next(c for c in candidates(costs, slow) if c.codec == "fp16")
+    assert (fp32.latency_ms, fp16.latency_ms) == (pytest.approx(14.5), pytest.approx(14.3))
+    assert not worth_switching(costs, slow, fp32, fp16, min_gain=0.1)
+    assert worth_switching(costs, slow, fp32, fp16, min_gain=0.01)
