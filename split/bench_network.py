@@ -297,7 +297,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--edge-slowdown",
         type=float,
-        default=300.0,
+        default=1000.0,
         help="emulate an edge device this many times slower than this host (default %(default)s: an MCU-class node)",
     )
     group.add_argument("--adapt-requests", type=int, default=300, help="requests in the adaptation run")
