@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
 
 from edge.adapt import AdaptiveEdge
 from edge.client import CloudClient
+from edge.errors import EdgeError
 from edge.evaluate import evaluate
 from edge.plan_cli import parse_bandwidth
 from edge.planner import Network, cost_model
@@ -44,7 +46,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="FACTOR",
         help="run segments as a device FACTOR times slower than this host (for tests and benchmarks; default 1)",
     )
-    parser.add_argument("--timeout", type=float, default=5.0, help="cloud deadline per request, seconds")
+    parser.add_argument("--timeout", type=float, default=5.0, help="cloud connection wait at start, seconds")
+    parser.add_argument(
+        "--deadline-ms",
+        type=float,
+        default=1000.0,
+        help="per-request deadline: past it (or with the cloud gone) the edge answers locally, marked degraded",
+    )
+    parser.add_argument("--race", action="store_true", help="run the rest locally while the tensor is in flight")
     parser.add_argument("--json", type=Path, metavar="PATH", help="write the summary (with --labels) as JSON")
 
 
@@ -57,7 +66,10 @@ def run(args: argparse.Namespace) -> int:
         client = CloudClient(
             args.cloud, model=manifest.model, bundle_hash=manifest.content_hash, timeout_s=args.timeout
         )
-        client.wait_ready()
+        try:
+            client.wait_ready(args.timeout)
+        except EdgeError as err:  # the edge keeps answering: locally, degraded, until the cloud is back
+            print(f"edgesplit edge: {err}; answering locally until the cloud is back", file=sys.stderr)
     split = args.split if args.split is not None else (manifest.default_split if client else len(manifest.segments))
     runtime = EdgeRuntime(
         bundle,
@@ -66,6 +78,8 @@ def run(args: argparse.Namespace) -> int:
         exits=not args.no_exits,
         codec=args.codec,
         slowdown=args.emulate_slowdown,
+        deadline_ms=args.deadline_ms,
+        race=args.race,
     )
     x = np.load(args.input, allow_pickle=False)
     if args.adapt:
@@ -85,7 +99,8 @@ def run(args: argparse.Namespace) -> int:
         for i, sample in enumerate(x):
             a = runtime.infer(sample)
             where = a.exit if a.source == "exit" else a.source
-            print(f"{i}\t{manifest.classes[a.label]}\t{a.confidence:.3f}\t{where}")
+            degraded = f"\tdegraded: {a.degraded}" if a.degraded else ""
+            print(f"{i}\t{manifest.classes[a.label]}\t{a.confidence:.3f}\t{where}{degraded}")
         return 0
     stats, _ = evaluate(runtime, x, np.load(args.labels, allow_pickle=False))
     print(json.dumps(stats.to_dict(), indent=2))

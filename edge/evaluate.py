@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol
 
 import numpy as np
@@ -36,6 +36,7 @@ class RunStats:
     offload_rate: float
     bytes_per_offload: float
     latency_ms: dict[str, float]
+    degraded_rate: dict[str, float] = field(default_factory=dict)  # answered locally because the cloud failed, by why
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict."""
@@ -64,7 +65,8 @@ def evaluate(runtime: Answerer, x: np.ndarray, y: np.ndarray, warmup: int = 10) 
         answers.append(runtime.infer(sample))
         latencies.append((time.perf_counter() - start) * 1e3)
     n = len(answers)
-    exits = Counter(a.exit for a in answers if a.source == "exit")
+    exits = Counter(a.exit for a in answers if a.source == "exit" and a.degraded is None)
+    degraded = Counter(a.degraded for a in answers if a.degraded is not None)
     offloads = [a for a in answers if a.source == "cloud"]
     stats = RunStats(
         n=n,
@@ -73,5 +75,6 @@ def evaluate(runtime: Answerer, x: np.ndarray, y: np.ndarray, warmup: int = 10) 
         offload_rate=len(offloads) / n,
         bytes_per_offload=float(np.mean([a.bytes_sent for a in offloads])) if offloads else 0.0,
         latency_ms=percentiles(latencies),
+        degraded_rate={reason: count / n for reason, count in sorted(degraded.items())},
     )
     return stats, answers

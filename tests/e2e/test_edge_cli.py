@@ -1,0 +1,45 @@
+"""``edgesplit edge`` as a user runs it, with the cloud gone: it still starts and answers every sample, degraded."""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+
+def _closed_port() -> int:
+    """A port nothing listens on (bound, then released)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_edge_cli_answers_every_sample_locally_when_the_cloud_is_gone(bundle, digits, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    n = 12
+    np.save(tmp_path / "x.npy", digits.x_test[:n])
+    np.save(tmp_path / "y.npy", digits.y_test[:n])
+    command = [sys.executable, "-m", "split.cli", "edge", "--bundle", str(bundle.root)]
+    command += ["--cloud", f"127.0.0.1:{_closed_port()}", "--split", "1", "--timeout", "1", "--deadline-ms", "300"]
+    lines = subprocess.run(
+        [*command, "--input", str(tmp_path / "x.npy")], capture_output=True, text=True, timeout=120, check=True
+    )
+    assert "answering locally until the cloud is back" in lines.stderr
+    rows = lines.stdout.strip().splitlines()
+    assert len(rows) == n  # every sample answered
+    assert all(("degraded:" in row) != row.split("\t")[3].startswith("exit0") for row in rows), rows
+    summary = subprocess.run(
+        [*command, "--input", str(tmp_path / "x.npy"), "--labels", str(tmp_path / "y.npy")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    stats = json.loads(summary.stdout)
+    assert stats["n"] == n and stats["offload_rate"] == 0.0
+    assert sum(stats["exit_rate"].values()) + sum(stats["degraded_rate"].values()) == pytest.approx(1.0)
+    assert stats["degraded_rate"]  # some samples needed the cloud and were answered locally instead
