@@ -24,6 +24,7 @@ RUNTIME_MODULES = [
     "edge.adapt",
     "edge.plan_cli",
     "edge.device",
+    "edge.batch",
     "netsim",
     "netsim.cli",
 ]
