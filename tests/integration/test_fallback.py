@@ -70,7 +70,7 @@ def _recovered(runtime: EdgeRuntime, samples: np.ndarray) -> list[Answer]:
         answers.append(runtime.infer(samples[len(answers) % len(samples)]))
         if answers[-1].source == "cloud":
             break
-        time.sleep(PACE_S)
+        time.sleep(PACE_S)  # ok: paces requests as an app would while the breaker cools down; not a readiness wait
     return answers
 
 

@@ -166,7 +166,7 @@ def test_latency_is_pipelined_not_serialised(net: NetSim, echo: str) -> None:
         _round_trip(sock, b"warm-up")
         first_sent = time.perf_counter()
         sock.sendall(b"a")
-        time.sleep(0.04)  # the second chunk goes out while the first is still delayed
+        time.sleep(0.04)  # ok: the second chunk must go out while the first is still delayed
         second_sent = time.perf_counter()
         sock.sendall(b"b")
         assert _recv_exactly(sock, 1) == b"a"
