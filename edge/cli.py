@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
 from pathlib import Path
 
@@ -16,7 +17,8 @@ from edge.evaluate import evaluate
 from edge.plan_cli import parse_bandwidth
 from edge.planner import Network, cost_model
 from edge.runtime import EdgeRuntime
-from protos.bundle import Bundle
+from edge.server import EdgeServer
+from protos.bundle import Bundle, Manifest
 from protos.codecs import CODECS
 
 __all__ = ["add_arguments", "run"]
@@ -28,7 +30,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--cloud", metavar="HOST:PORT", help="cloud server; without it the edge runs alone")
     parser.add_argument("--split", type=int, help="split point (default: the manifest's; edge-only without --cloud)")
     parser.add_argument(
-        "--input", required=True, type=Path, metavar="NPY", help="model-ready samples, shape [N, *input shape], float32"
+        "--input", type=Path, metavar="NPY", help="model-ready samples, shape [N, *input shape], float32"
+    )
+    parser.add_argument(
+        "--listen", metavar="HOST:PORT", help="serve KServe v2 to apps on the device instead (port 0: a free one)"
     )
     parser.add_argument("--labels", type=Path, metavar="NPY", help="labels [N]: print accuracy and exit rates")
     parser.add_argument("--codec", choices=CODECS, help="wire codec of the split tensor (default: the manifest's)")
@@ -57,19 +62,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", type=Path, metavar="PATH", help="write the summary (with --labels) as JSON")
 
 
+def _client(args: argparse.Namespace, manifest: Manifest) -> CloudClient | None:
+    if not args.cloud:
+        return None
+    client = CloudClient(args.cloud, model=manifest.model, bundle_hash=manifest.content_hash, timeout_s=args.timeout)
+    try:
+        client.wait_ready(args.timeout)
+    except EdgeError as err:  # the edge keeps answering: locally, degraded, until the cloud is back
+        print(f"edgesplit edge: {err}; answering locally until the cloud is back", file=sys.stderr)
+    return client
+
+
 def run(args: argparse.Namespace) -> int:
-    """Answer every sample; with labels print a summary, else one line per answer."""
+    """Answer every sample; with labels print a summary, else one line per answer. Or serve (``--listen``)."""
     bundle = Bundle.load(args.bundle)
     manifest = bundle.manifest
-    client = None
-    if args.cloud:
-        client = CloudClient(
-            args.cloud, model=manifest.model, bundle_hash=manifest.content_hash, timeout_s=args.timeout
-        )
-        try:
-            client.wait_ready(args.timeout)
-        except EdgeError as err:  # the edge keeps answering: locally, degraded, until the cloud is back
-            print(f"edgesplit edge: {err}; answering locally until the cloud is back", file=sys.stderr)
+    client = _client(args, manifest)
     split = args.split if args.split is not None else (manifest.default_split if client else len(manifest.segments))
     runtime = EdgeRuntime(
         bundle,
@@ -81,29 +89,53 @@ def run(args: argparse.Namespace) -> int:
         deadline_ms=args.deadline_ms,
         race=args.race,
     )
+    if args.listen:
+        return _serve(runtime, args.listen)
+    if args.input is None:
+        raise ValueError("give --input NPY (answer a file of samples) or --listen HOST:PORT (serve apps)")
     x = np.load(args.input, allow_pickle=False)
+    labels = np.load(args.labels, allow_pickle=False) if args.labels else None
     if args.adapt:
-        if client is None:
-            raise ValueError("--adapt needs --cloud: adaptation moves work between the edge and a cloud")
-        bandwidth, _, rtt = args.adapt.partition("/")
-        adaptive = AdaptiveEdge(
-            runtime, client, cost_model(manifest), Network(parse_bandwidth(bandwidth), float(rtt or 0))
-        )
-        stats, _ = evaluate(adaptive, x, np.load(args.labels, allow_pickle=False)) if args.labels else (None, None)
-        if stats is None:
-            for sample in x:
-                adaptive.infer(sample)
-        print(json.dumps({"stats": stats.to_dict() if stats else None, "adaptation": adaptive.status()}, indent=2))
-        return 0
-    if args.labels is None:
+        return _adapt(args, runtime, client, x, labels)
+    if labels is None:
         for i, sample in enumerate(x):
             a = runtime.infer(sample)
             where = a.exit if a.source == "exit" else a.source
             degraded = f"\tdegraded: {a.degraded}" if a.degraded else ""
             print(f"{i}\t{manifest.classes[a.label]}\t{a.confidence:.3f}\t{where}{degraded}")
         return 0
-    stats, _ = evaluate(runtime, x, np.load(args.labels, allow_pickle=False))
+    stats, _ = evaluate(runtime, x, labels)
     print(json.dumps(stats.to_dict(), indent=2))
     if args.json:
         args.json.write_text(json.dumps(stats.to_dict(), indent=2) + "\n")
+    return 0
+
+
+def _adapt(
+    args: argparse.Namespace, runtime: EdgeRuntime, client: CloudClient | None, x: np.ndarray, labels: np.ndarray | None
+) -> int:
+    if client is None:
+        raise ValueError("--adapt needs --cloud: adaptation moves work between the edge and a cloud")
+    bandwidth, _, rtt = args.adapt.partition("/")
+    adaptive = AdaptiveEdge(
+        runtime, client, cost_model(runtime.manifest), Network(parse_bandwidth(bandwidth), float(rtt or 0))
+    )
+    stats = evaluate(adaptive, x, labels)[0] if labels is not None else None
+    if stats is None:
+        for sample in x:
+            adaptive.infer(sample)
+    print(json.dumps({"stats": stats.to_dict() if stats else None, "adaptation": adaptive.status()}, indent=2))
+    return 0
+
+
+def _serve(runtime: EdgeRuntime, address: str) -> int:
+    """Serve until SIGTERM or SIGINT, then drain the requests in flight."""
+    server = EdgeServer(runtime, address)
+    port = server.start()
+    print(f"edge serving on {address.rsplit(':', 1)[0]}:{port}", flush=True)
+    signal.signal(signal.SIGTERM, lambda *_: server.stop(grace=5.0))
+    try:
+        server.wait()
+    except KeyboardInterrupt:
+        server.stop(grace=5.0)
     return 0

@@ -8,8 +8,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+import grpc
 import numpy as np
 import pytest
+
+from protos import inference_pb2 as pb
+from protos import inference_pb2_grpc
+from protos.tensors import add_input, response_outputs
 
 
 def _closed_port() -> int:
@@ -43,3 +48,26 @@ def test_edge_cli_answers_every_sample_locally_when_the_cloud_is_gone(bundle, di
     assert stats["n"] == n and stats["offload_rate"] == 0.0
     assert sum(stats["exit_rate"].values()) + sum(stats["degraded_rate"].values()) == pytest.approx(1.0)
     assert stats["degraded_rate"]  # some samples needed the cloud and were answered locally instead
+
+
+def test_edge_cli_serves_apps_and_stops_on_sigterm(bundle, digits) -> None:  # type: ignore[no-untyped-def]
+    command = [sys.executable, "-m", "split.cli", "edge", "--bundle", str(bundle.root), "--listen", "127.0.0.1:0"]
+    with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as process:
+        _ask_then_stop(process, bundle, digits)
+
+
+def _ask_then_stop(process: subprocess.Popen[str], bundle, digits) -> None:  # type: ignore[no-untyped-def]
+    """Wait for the ready line, ask for three answers, then SIGTERM: the edge must exit cleanly."""
+    try:
+        assert process.stdout is not None
+        line = process.stdout.readline()  # the ready line, printed once the server is bound and started
+        assert line.startswith("edge serving on 127.0.0.1:"), line + (process.stderr.read() if process.stderr else "")
+        with grpc.insecure_channel(line.split()[-1]) as channel:
+            grpc.channel_ready_future(channel).result(timeout=10)
+            request = pb.ModelInferRequest(model_name=bundle.manifest.model)
+            add_input(request, bundle.manifest.input.name, np.ascontiguousarray(digits.x_test[:3]))
+            reply = inference_pb2_grpc.GRPCInferenceServiceStub(channel).ModelInfer(request, timeout=30)
+        assert response_outputs(reply)["label"].shape == (3,)
+    finally:
+        process.terminate()
+        assert process.wait(timeout=30) == 0

@@ -25,6 +25,7 @@ RUNTIME_MODULES = [
     "edge.plan_cli",
     "edge.device",
     "edge.batch",
+    "edge.server",
     "netsim",
     "netsim.cli",
 ]
