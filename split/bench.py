@@ -311,7 +311,7 @@ def _table(results: dict[str, FamilyResult]) -> str:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The subcommand's options."""
-    parser.add_argument("which", choices=["accuracy", "network"], help="the benchmark to run")
+    parser.add_argument("which", choices=["accuracy", "network", "faults"], help="the benchmark to run")
     parser.add_argument("--out", type=Path, required=True, metavar="DIR", help="where results.json and plots go")
     parser.add_argument(
         "--data-dir", type=Path, default=None, help="a directory holding the four Fashion-MNIST IDX files"
@@ -332,10 +332,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     from split.bench_network import add_arguments as network_arguments
 
     network_arguments(parser)
+    from split.bench_faults import add_arguments as faults_arguments
+
+    faults_arguments(parser)
 
 
 def run(args: argparse.Namespace) -> int:
     """Run the benchmark, print the table, write results.json and the plots."""
+    if args.which == "faults":
+        from split.bench_faults import run as run_faults
+
+        return run_faults(args)
     if args.which == "network":
         from split.bench_network import run_network
 
