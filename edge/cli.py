@@ -14,6 +14,7 @@ from edge.adapt import AdaptiveEdge
 from edge.client import CloudClient
 from edge.errors import EdgeError
 from edge.evaluate import evaluate
+from edge.metrics import MetricsServer
 from edge.plan_cli import parse_bandwidth
 from edge.planner import Network, cost_model
 from edge.runtime import EdgeRuntime
@@ -58,6 +59,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=1000.0,
         help="per-request deadline: past it (or with the cloud gone) the edge answers locally, marked degraded",
     )
+    parser.add_argument(
+        "--metrics", metavar="HOST:PORT", help="serve Prometheus metrics on http://HOST:PORT/metrics (with --listen)"
+    )
     parser.add_argument("--race", action="store_true", help="run the rest locally while the tensor is in flight")
     parser.add_argument("--json", type=Path, metavar="PATH", help="write the summary (with --labels) as JSON")
 
@@ -90,7 +94,7 @@ def run(args: argparse.Namespace) -> int:
         race=args.race,
     )
     if args.listen:
-        return _serve(runtime, args.listen)
+        return _serve(runtime, args.listen, args.metrics)
     if args.input is None:
         raise ValueError("give --input NPY (answer a file of samples) or --listen HOST:PORT (serve apps)")
     x = np.load(args.input, allow_pickle=False)
@@ -128,10 +132,13 @@ def _adapt(
     return 0
 
 
-def _serve(runtime: EdgeRuntime, address: str) -> int:
+def _serve(runtime: EdgeRuntime, address: str, metrics: str | None) -> int:
     """Serve until SIGTERM or SIGINT, then drain the requests in flight."""
     server = EdgeServer(runtime, address)
     port = server.start()
+    if metrics:
+        metrics_port = MetricsServer(runtime.stats, metrics, runtime.manifest.model).start()
+        print(f"edge metrics on http://{metrics.rsplit(':', 1)[0]}:{metrics_port}/metrics", flush=True)
     print(f"edge serving on {address.rsplit(':', 1)[0]}:{port}", flush=True)
     signal.signal(signal.SIGTERM, lambda *_: server.stop(grace=5.0))
     try:

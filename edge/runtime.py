@@ -39,6 +39,7 @@ from edge.breaker import CircuitBreaker
 from edge.client import CloudClient, CloudReply
 from edge.device import Session, slowed
 from edge.errors import REASONS, CloudError, EdgeError
+from edge.metrics import Histogram
 from edge.offload import Offload
 from edge.policy import Criterion, confident, criterion, softmax
 from edge.retry import RetryPolicy
@@ -118,11 +119,13 @@ class _Counters:
         self.values: dict[str, Any] = dict.fromkeys(counts, 0)
         tables = {"answers": ("exit", "edge", "cloud"), "exits": (), "fallbacks": REASONS}
         self.values.update({key: dict.fromkeys(names, 0) for key, names in tables.items()})
+        self.latency = Histogram()
 
     def count(self, answer: Answer, offload: Offload | None) -> None:
         with self._lock:
             v = self.values
             v["requests"] += 1
+            self.latency.observe(answer.latency_ms)
             v["answers"][answer.source] += 1
             if answer.exit is not None:
                 v["exits"][answer.exit] = v["exits"].get(answer.exit, 0) + 1
@@ -136,7 +139,8 @@ class _Counters:
 
     def snapshot(self) -> dict[str, Any]:
         with self._lock:
-            return {k: dict(v) if isinstance(v, dict) else v for k, v in self.values.items()}
+            values = {k: dict(v) if isinstance(v, dict) else v for k, v in self.values.items()}
+            return {**values, "latency_ms": self.latency.snapshot()}
 
 
 def _session(path: str, threads: int, slowdown: float = 1.0) -> Session:

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from edge.client import CloudClient
+from edge.metrics import render
 from edge.runtime import EdgeRuntime
 from edge.server import ANSWERS, EdgeServer
 from protos import inference_pb2 as pb
@@ -52,6 +53,9 @@ def test_a_batch_gets_the_runtimes_answers(served, bundle: Bundle, digits) -> No
     np.testing.assert_allclose(outputs["probabilities"], np.stack([a.probabilities for a in single]), atol=1e-5)
     assert [w["source"] for w in where] == [a.source for a in single]
     assert {"exit", "cloud"} <= {w["source"] for w in where}  # some answered on the device, some by the cloud
+    text = render(runtime.stats(), m.model)  # what --metrics serves: 16 batched + 16 single answers so far
+    assert f'edgesplit_edge_requests_total{{model="{m.model}"}} 32' in text.splitlines()
+    assert f'edgesplit_edge_latency_ms_count{{model="{m.model}"}} 32' in text.splitlines()
 
 
 def test_metadata_and_readiness(served, bundle: Bundle) -> None:  # type: ignore[no-untyped-def]

@@ -26,6 +26,7 @@ RUNTIME_MODULES = [
     "edge.device",
     "edge.batch",
     "edge.server",
+    "edge.metrics",
     "netsim",
     "netsim.cli",
 ]
