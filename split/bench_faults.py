@@ -7,7 +7,9 @@ and ends after two thirds:
 * ``cloud_killed`` — the cloud process is killed (SIGKILL) and a new one started, on the same port;
 * ``blackhole`` — netsim drops everything upstream (Toxiproxy's ``timeout`` with 0: never closes);
 * ``reset`` — netsim resets every connection as data arrives (``reset_peer``);
-* ``bandwidth_collapse`` — the uplink falls to 2 KB/s.
+* ``bandwidth_collapse`` — the uplink falls to 2 KB/s;
+* ``overloaded`` — the cloud is replaced, on its port, by a server that is up and ready but sheds every inference
+  with ``RESOURCE_EXHAUSTED`` and a retry hint in trailing metadata, as an overloaded server does.
 
 Per fault: requests, lost (no answer: an exception reached the caller), degraded (answered locally because the
 cloud failed), p99 and worst latency against the deadline, and recovery: seconds from the fault's end to the
@@ -22,10 +24,12 @@ import socket
 import sys
 import time
 from collections.abc import Callable
+from concurrent import futures
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+import grpc
 import numpy as np
 
 from cloud.process import CloudProcess
@@ -33,11 +37,13 @@ from edge.breaker import CircuitBreaker
 from edge.client import CloudClient
 from edge.runtime import EdgeRuntime
 from netsim import NetSim, Toxic
+from protos import inference_pb2 as pb
+from protos import inference_pb2_grpc
 from protos.bundle import Bundle
 
 __all__ = ["FAULTS", "FaultResult", "add_arguments", "run", "run_faults"]
 
-FAULTS = ("cloud_killed", "blackhole", "reset", "bandwidth_collapse")
+FAULTS = ("cloud_killed", "blackhole", "reset", "bandwidth_collapse", "overloaded")
 
 
 @dataclass(frozen=True)
@@ -82,10 +88,43 @@ class _Cloud:
             self.process.stop()
 
 
+class _Shedder(inference_pb2_grpc.GRPCInferenceServiceServicer):
+    """Up and ready, but every inference is shed."""
+
+    def ServerLive(self, request: pb.ServerLiveRequest, context: grpc.ServicerContext) -> pb.ServerLiveResponse:
+        return pb.ServerLiveResponse(live=True)
+
+    def ServerReady(self, request: pb.ServerReadyRequest, context: grpc.ServicerContext) -> pb.ServerReadyResponse:
+        return pb.ServerReadyResponse(ready=True)
+
+    def ModelInfer(self, request: pb.ModelInferRequest, context: grpc.ServicerContext) -> pb.ModelInferResponse:
+        context.set_trailing_metadata((("retry-after-ms", "200"),))
+        context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, "overloaded: queue full, retry later")
+        raise AssertionError("abort raises")  # for the type checker: abort never returns
+
+
+def _overload(cloud: _Cloud) -> tuple[Callable[[], None], Callable[[], None]]:
+    shedder = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
+    inference_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(_Shedder(), shedder)
+
+    def start() -> None:
+        cloud.kill()
+        shedder.add_insecure_port(f"127.0.0.1:{cloud.port}")
+        shedder.start()
+
+    def end() -> None:
+        shedder.stop(0).wait()
+        cloud.start()
+
+    return start, end
+
+
 def _fault_actions(fault: str, sim: NetSim, cloud: _Cloud) -> tuple[Callable[[], None], Callable[[], None]]:
     """(start, end) of ``fault``."""
     if fault == "cloud_killed":
         return cloud.kill, cloud.start
+    if fault == "overloaded":
+        return _overload(cloud)
     toxic = {
         "blackhole": Toxic("timeout", "upstream", {"timeout": 0}, name="fault"),
         "reset": Toxic("reset_peer", "upstream", {"timeout": 0}, name="fault"),
