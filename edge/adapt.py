@@ -35,12 +35,16 @@ __all__ = ["AdaptiveEdge", "LinkEstimator", "Switch", "outside_band", "worth_swi
 
 
 class LinkEstimator:
-    """EWMA estimates of RTT (ms) and uplink bandwidth (bits/s); ``alpha`` weighs the newest sample."""
+    """EWMA estimates of RTT (ms) and uplink bandwidth (bits/s); ``alpha`` weighs the newest sample.
 
-    def __init__(self, initial: Network, alpha: float = 0.3) -> None:
+    A transfer of fewer than ``full_weight_bytes`` counts in proportion to its size: the time a few hundred bytes
+    spend beyond the RTT is mostly jitter, and read as bandwidth it would swing the estimate by orders of magnitude.
+    """
+
+    def __init__(self, initial: Network, alpha: float = 0.3, full_weight_bytes: int = 4096) -> None:
         if not 0 < alpha <= 1:
             raise ValueError(f"alpha must be in (0, 1], got {alpha}")
-        self.alpha = alpha
+        self.alpha, self.full_weight_bytes = alpha, full_weight_bytes
         self.rtt_ms = initial.rtt_ms
         self.ms_per_byte = 8e3 / initial.bandwidth_bps
         self.samples = 0
@@ -54,7 +58,8 @@ class LinkEstimator:
         if nbytes <= 0:
             return
         per_byte = max(network_ms - self.rtt_ms, 1e-3) / nbytes
-        self.ms_per_byte += self.alpha * (per_byte - self.ms_per_byte)
+        weight = min(1.0, nbytes / self.full_weight_bytes)
+        self.ms_per_byte += self.alpha * weight * (per_byte - self.ms_per_byte)
         self.samples += 1
 
     @property

@@ -26,10 +26,18 @@ def test_a_drop_converges_geometrically() -> None:
     est = LinkEstimator(Network(18.9e6, 20.0), alpha=0.3)
     per_byte_3g = 8e3 / 1.1e6
     for _ in range(10):
-        est.observe_transfer(4000, 20.0 + 4000 * per_byte_3g)
+        est.observe_transfer(8000, 20.0 + 8000 * per_byte_3g)
     # The gap to the new value shrinks by (1 - alpha) per sample: 0.7 ** 10 = 2.8% of it is left.
     gap = abs(8e3 / est.network.bandwidth_bps - per_byte_3g) / abs(8e3 / 18.9e6 - per_byte_3g)
     assert gap == pytest.approx(0.7**10, rel=1e-6)
+
+
+def test_a_small_payload_counts_in_proportion_to_its_size() -> None:
+    est = LinkEstimator(Network(8e6, 10.0), alpha=1.0, full_weight_bytes=4096)  # 0.001 ms per byte
+    est.observe_transfer(64, 10.0 + 1.0)  # 1 ms of jitter over 64 B would read as 0.5 Mbit/s
+    # weight 64 / 4096: 0.001 + (1/64) * (1/64 - 0.001) ms per byte
+    assert 8e3 / est.network.bandwidth_bps == pytest.approx(0.001 + (64 / 4096) * (1 / 64 - 0.001))
+    assert est.network.bandwidth_bps > 5e6  # still near 8 Mbit/s, not 0.5
 
 
 def test_empty_payloads_and_bad_alpha() -> None:
