@@ -87,7 +87,9 @@ class MetricsServer:
 
     def __init__(self, stats: Callable[[], Mapping[str, Any]], address: str, model: str = "") -> None:
         host, _, port = address.rpartition(":")
-        render_now = lambda: render(stats(), model).encode()  # noqa: E731 - the handler's one dependency
+
+        def render_now() -> bytes:
+            return render(stats(), model).encode()
 
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:

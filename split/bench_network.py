@@ -152,8 +152,7 @@ def _breakdown(answer: Answer, total_ms: float, network: Network) -> np.ndarray:
     return np.array([total_ms - answer.rpc_ms, answer.server_ms, transfer, queueing])
 
 
-def _strategies(costs: CostModel, network: Network, budget: float) -> dict[str, Candidate]:
-    listed = candidates(costs, network)
+def _strategies(costs: CostModel, network: Network, budget: float, listed: list[Candidate]) -> dict[str, Candidate]:
     n = len(costs.segment_ms)
 
     def pick(split: int, exits: bool) -> Candidate:
@@ -176,11 +175,12 @@ def _profile_run(
     measured. Evaluation: the six strategies' configurations again, interleaved, and these are the figures reported
     (the minimum of many noisy means is biased low: measuring the winner afresh removes that)."""
     network = _link(client, profile)
-    chosen = _strategies(costs, network, budget)
-    selection = {m.label: m for m in _measure(runtime, samples, candidates(costs, network), network)}
+    listed = candidates(costs, network)
+    chosen = _strategies(costs, network, budget, listed)
+    selection = {m.label: m for m in _measure(runtime, samples, listed, network)}
     oracle_label = min(selection.values(), key=lambda m: m.mean).label
     labels = {s: oracle_label if s == "oracle" else chosen[s].label for s in STRATEGIES}
-    by_label = {c.label: c for c in candidates(costs, network)}
+    by_label = {c.label: c for c in listed}
     evaluated = {
         m.label: m for m in _measure(runtime, samples, [by_label[x] for x in dict.fromkeys(labels.values())], network)
     }
