@@ -8,6 +8,7 @@ mapping to every unary RPC, so servicer methods stay free of try/except.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from typing import Any, NoReturn
 
@@ -17,11 +18,14 @@ from protos.bundle import BundleError
 from protos.tensors import TensorFormatError
 
 __all__ = [
+    "RETRY_AFTER_KEY",
     "CloudError",
+    "DeadlineExceeded",
     "ErrorInterceptor",
     "FailedPrecondition",
     "InvalidArgument",
     "ModelNotFound",
+    "Overloaded",
     "status_for",
 ]
 
@@ -52,6 +56,26 @@ class FailedPrecondition(CloudError):
     code = grpc.StatusCode.FAILED_PRECONDITION
 
 
+class Overloaded(CloudError):
+    """The tail's queue is full; ``retry_after_ms`` (sent as trailing metadata ``retry-after-ms``) says when the
+    queue is expected to have drained."""
+
+    code = grpc.StatusCode.RESOURCE_EXHAUSTED
+
+    def __init__(self, message: str, retry_after_ms: int) -> None:
+        super().__init__(f"{message}; retry after {retry_after_ms} ms")
+        self.retry_after_ms = retry_after_ms
+
+
+class DeadlineExceeded(CloudError):
+    """The caller's deadline passed before its request ran."""
+
+    code = grpc.StatusCode.DEADLINE_EXCEEDED
+
+
+RETRY_AFTER_KEY = "retry-after-ms"
+"""Trailing metadata key of the retry hint sent with RESOURCE_EXHAUSTED."""
+
 STATUS_BY_TYPE: dict[type[BaseException], grpc.StatusCode] = {
     TensorFormatError: grpc.StatusCode.INVALID_ARGUMENT,
     BundleError: grpc.StatusCode.INVALID_ARGUMENT,
@@ -73,12 +97,23 @@ def _abort(context: grpc.ServicerContext, exc: Exception) -> NoReturn:
         code, message = grpc.StatusCode.INTERNAL, f"internal error: {type(exc).__name__}"
     else:
         message = str(exc)
+    retry_after = getattr(exc, "retry_after_ms", None)
+    if retry_after is not None:
+        context.set_trailing_metadata(((RETRY_AFTER_KEY, str(retry_after)),))
     context.abort(code, message)
     raise AssertionError("unreachable: context.abort raises")
 
 
+Observer = Callable[[str, Any, Any, grpc.StatusCode, float], None]
+"""Told about every RPC: (method name, request, response or None, status code, seconds in the handler)."""
+
+
 class ErrorInterceptor(grpc.ServerInterceptor):
-    """Turns exceptions raised by unary handlers into status codes via :func:`status_for`."""
+    """Turns exceptions raised by unary handlers into status codes via :func:`status_for`; tells ``observe``
+    (metrics, logs) how each RPC ended."""
+
+    def __init__(self, observe: Observer | None = None) -> None:
+        self._observe = observe
 
     def intercept_service(
         self,
@@ -89,14 +124,24 @@ class ErrorInterceptor(grpc.ServerInterceptor):
         if handler is None or handler.unary_unary is None:
             return handler
         inner = handler.unary_unary
+        method = handler_call_details.method.rpartition("/")[2]
+        observe = self._observe
 
         def guarded(request: Any, context: grpc.ServicerContext) -> Any:
+            start = time.perf_counter()
             try:
-                return inner(request, context)
+                response = inner(request, context)
             except Exception as exc:
-                if context.code() not in (None, grpc.StatusCode.OK):
-                    raise  # the handler aborted with its own status (context.abort raises a bare Exception)
+                aborted = context.code()  # the handler aborted with its own status (context.abort raises)
+                code = aborted if aborted not in (None, grpc.StatusCode.OK) else status_for(exc)
+                if observe is not None:
+                    observe(method, request, None, code or grpc.StatusCode.INTERNAL, time.perf_counter() - start)
+                if aborted not in (None, grpc.StatusCode.OK):
+                    raise
                 _abort(context, exc)
+            if observe is not None:
+                observe(method, request, response, grpc.StatusCode.OK, time.perf_counter() - start)
+            return response
 
         return grpc.unary_unary_rpc_method_handler(
             guarded, request_deserializer=handler.request_deserializer, response_serializer=handler.response_serializer

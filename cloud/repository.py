@@ -1,166 +1,170 @@
-"""The models the cloud serves: each bundle's fused tails in ONNX Runtime sessions, built once at load."""
+"""The models the cloud serves, by name and version; new versions are loaded while requests keep flowing.
+
+Bundles come from ``--bundle DIR`` (served as version 1) and from a model repository laid out like Triton's,
+``ROOT/<model>/<version>/`` with a bundle in each version directory. :meth:`ModelRepository.scan` loads the
+versions that appeared and retires those that went away; the server runs it every ``--poll-s`` seconds and on
+SIGHUP. Loading happens off to the side; the swap is one assignment, so a request sees the old set or the new one,
+and a retired version finishes what it has queued (its later requests run unbatched): none are dropped.
+
+A version is immutable once loaded: publish a change as a new version directory. Copy it under another name and
+rename it into place; a bundle caught half-copied fails its content-hash check and is tried again at the next scan.
+
+Which version answers a request: the one it names; else, when it carries a bundle hash, the loaded version with
+that hash (an edge keeps talking to the version it was built for during a roll-out); else the highest.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+import logging
+import re
+import threading
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
-import numpy as np
-import onnxruntime as ort
-
 from cloud.errors import FailedPrecondition, InvalidArgument, ModelNotFound
-from protos.bundle import WIRE_FORMATS, Bundle, Manifest
-from protos.tensors import DATATYPES
+from cloud.model import TailModel
+from protos.bundle import MANIFEST, Bundle, BundleError
 
-__all__ = ["ModelRepository", "TailModel"]
+__all__ = ["ModelRepository", "check_model_name"]
 
-VERSION = "1"
+log = logging.getLogger("edgesplit.cloud")
+
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
+_VERSION = re.compile(r"[1-9][0-9]{0,17}")
+
+ModelFactory = Callable[[Bundle, str], TailModel]
+"""Builds the served model for a bundle and a version (the server's threads, batching and metrics)."""
 
 
-_ORT_TYPES = {"tensor(float)": "FP32", "tensor(float16)": "FP16", "tensor(int8)": "INT8", "tensor(uint8)": "UINT8"}
-
-
-@dataclass(frozen=True)
-class _Input:
-    name: str
-    dtype: np.dtype
-    datatype: str
-    shape: tuple[int | None, ...]  # None: the batch dimension
-
-    def check(self, array: np.ndarray, max_batch: int) -> None:
-        if array.dtype != self.dtype:
-            raise InvalidArgument(f"input {self.name!r}: datatype must be {self.datatype}, got {array.dtype}")
-        want = ", ".join("N" if d is None else str(d) for d in self.shape)
-        fits = array.ndim == len(self.shape) and all(
-            d is None or d == a for d, a in zip(self.shape, array.shape, strict=True)
+def check_model_name(name: str) -> str:
+    """``name`` if it is a valid model name (it may become a directory name), else INVALID_ARGUMENT."""
+    if not _NAME.fullmatch(name) or ".." in name:
+        raise InvalidArgument(
+            f"invalid model name {name[:140]!r}: 1-128 characters from A-Z a-z 0-9 _ . -, starting with a letter"
+            " or digit, without '..'"
         )
-        if not fits:
-            raise InvalidArgument(f"input {self.name!r}: shape must be [{want}], got {list(array.shape)}")
-        if self.shape and self.shape[0] is None and not 1 <= array.shape[0] <= max_batch:
-            raise InvalidArgument(f"input {self.name!r}: batch size {array.shape[0]} not in 1..{max_batch}")
-
-
-@dataclass(frozen=True)
-class _Tail:
-    session: ort.InferenceSession
-    inputs: tuple[_Input, ...]
-
-    @classmethod
-    def load(cls, path: Path, options: ort.SessionOptions) -> _Tail:
-        session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-        inputs = []
-        for arg in session.get_inputs():
-            datatype = _ORT_TYPES[arg.type]
-            shape = tuple(d if isinstance(d, int) else None for d in arg.shape)
-            inputs.append(_Input(arg.name, DATATYPES[datatype], datatype, shape))
-        return cls(session, tuple(inputs))
-
-
-class TailModel:
-    """One bundle served as one model: a fused tail per split point and wire format, chosen per request."""
-
-    def __init__(self, bundle: Bundle, threads: int = 0, max_batch: int = 1024) -> None:
-        self.bundle = bundle
-        self.manifest: Manifest = bundle.manifest
-        self.max_batch = max_batch
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads
-        options.inter_op_num_threads = 1
-        self._tails: dict[tuple[int, str], _Tail] = {}
-        self._by_input: dict[str, int] = {}
-        for sp in self.manifest.split_points:
-            for fmt, file in sp.tails.items():
-                self._tails[sp.index, fmt] = _Tail.load(bundle.file(file), options)
-            if sp.tail is not None:
-                self._by_input[sp.tensor.name] = sp.index
-
-    @property
-    def name(self) -> str:
-        """The model name requests use."""
-        return self.manifest.model
-
-    @property
-    def splits(self) -> list[int]:
-        """Split points this model can continue from."""
-        return sorted({split for split, _ in self._tails})
-
-    def formats(self, split: int) -> list[str]:
-        """The wire formats the tail at ``split`` accepts."""
-        return [fmt for fmt in WIRE_FORMATS if (split, fmt) in self._tails]
-
-    def check_hash(self, content_hash: object) -> None:
-        """FAILED_PRECONDITION unless ``content_hash`` is absent or equals the bundle's."""
-        if content_hash is not None and content_hash != self.manifest.content_hash:
-            raise FailedPrecondition(
-                f"bundle hash {content_hash!r} does not match the served bundle {self.manifest.content_hash!r}"
-                f" of model {self.name!r}: edge and cloud must load the same bundle"
-            )
-
-    def resolve_split(self, split: object, inputs: Mapping[str, np.ndarray]) -> int:
-        """The split point asked for, or the one whose boundary tensor is the first input."""
-        if not inputs:
-            raise InvalidArgument("the request has no input tensors")
-        if split is None:
-            name = next(iter(inputs))
-            if name not in self._by_input:
-                raise InvalidArgument(f"unknown input {name!r}; valid inputs: {sorted(self._by_input)}")
-            return self._by_input[name]
-        if isinstance(split, bool) or not isinstance(split, int) or split not in self.splits:
-            raise InvalidArgument(f"unknown split point {split!r}; valid split points: {self.splits}")
-        return split
-
-    def infer(self, split: int, inputs: Mapping[str, np.ndarray], codec: object = None) -> np.ndarray:
-        """Run the tail from ``split`` for wire format ``codec`` (default fp32) on the inputs; the class logits."""
-        tail = self._tail(split, codec)
-        expected = [i.name for i in tail.inputs]
-        if sorted(inputs) != sorted(expected):
-            raise InvalidArgument(
-                f"split point {split} with codec {codec or 'fp32'!r} takes inputs {expected}, got {list(inputs)}"
-            )
-        batch = None
-        for spec in tail.inputs:
-            array = inputs[spec.name]
-            spec.check(array, self.max_batch)
-            if spec.shape and spec.shape[0] is None:
-                if batch is not None and array.shape[0] != batch:
-                    raise InvalidArgument(f"input {spec.name!r}: batch size {array.shape[0]} != {batch} of the others")
-                batch = array.shape[0]
-        return tail.session.run(None, {name: inputs[name] for name in expected})[0]
-
-    def _tail(self, split: int, codec: object) -> _Tail:
-        if codec is None:
-            fmt = "fp32"
-        elif not isinstance(codec, str):
-            raise InvalidArgument(f"parameter 'edgesplit.codec' must be a string, got {type(codec).__name__}")
-        else:
-            fmt = codec.partition("+")[0]  # a compressor is undone per tensor, before this
-        tail = self._tails.get((split, fmt))
-        if tail is None:
-            raise InvalidArgument(f"split point {split} takes no wire format {fmt!r}; valid: {self.formats(split)}")
-        return tail
+    return name
 
 
 class ModelRepository:
-    """Models by name (one version each for now)."""
+    """Served models by name and version (copy-on-write: readers take no lock)."""
 
-    def __init__(self, models: Iterable[TailModel]) -> None:
-        self._models = {m.name: m for m in models}
+    def __init__(self, factory: ModelFactory, root: str | Path | None = None) -> None:
+        self._factory = factory
+        self.root = Path(root) if root is not None else None
+        self._lock = threading.Lock()  # serialises writers
+        self._models: dict[str, dict[str, TailModel]] = {}
+        self._scanned: set[tuple[str, str]] = set()  # versions that came from the root (scan may retire them)
+        self._failed: dict[Path, float] = {}  # version directory -> manifest mtime of a failed load
 
-    @classmethod
-    def from_bundles(cls, paths: Iterable[str | Path], threads: int = 0) -> ModelRepository:
-        """Load and verify each bundle directory."""
-        return cls(TailModel(Bundle.load(p), threads) for p in paths)
+    def add_bundles(self, paths: Iterable[str | Path]) -> None:
+        """Load each bundle directory as version 1 of its model; a model given twice is an error."""
+        for path in paths:
+            bundle = Bundle.load(path)
+            name = check_model_name(bundle.manifest.model)
+            if name in self._models:
+                raise BundleError(f"model {name!r} is given twice (--bundle {path}); serve versions from a repository")
+            self._publish(name, "1", self._factory(bundle, "1"))
+
+    def scan(self) -> list[str]:
+        """Sync with the repository root: load new versions, retire removed ones; returns what changed."""
+        if self.root is None:
+            return []
+        if not self.root.is_dir():
+            raise OSError(f"model repository {self.root} is not a directory")
+        found = dict(self._walk(self.root))
+        changes = []
+        for (name, version), path in sorted(found.items()):
+            if (name, version) not in self._scanned and self._load(name, version, path):
+                changes.append(f"loaded {name} version {version}")
+        for name, version in sorted(self._scanned - found.keys()):
+            self._retire(name, version)
+            changes.append(f"retired {name} version {version}")
+        return changes
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._models
 
     def names(self) -> list[str]:
         """Served model names."""
         return sorted(self._models)
 
-    def get(self, name: str, version: str = "") -> TailModel:
-        """The model ``name`` (``version`` empty or ``"1"``); NOT_FOUND listing the served names otherwise."""
-        model = self._models.get(name)
-        if model is None:
+    def versions(self, name: str) -> list[str]:
+        """Loaded versions of ``name``, oldest first."""
+        return sorted(self._models.get(name, {}), key=int)
+
+    def models(self) -> list[TailModel]:
+        """Every loaded model version."""
+        return [m for versions in self._models.values() for m in versions.values()]
+
+    def get(self, name: str, version: str = "", content_hash: object = None) -> TailModel:
+        """The model version for a request (see the module's docstring); NOT_FOUND lists what is served."""
+        versions = self._models.get(name)
+        if versions is None:
+            check_model_name(name)
             raise ModelNotFound(f"unknown model {name!r}; served models: {self.names()}")
-        if version not in ("", VERSION):
-            raise ModelNotFound(f"model {name!r} has no version {version!r}; versions: [{VERSION!r}]")
-        return model
+        if version:
+            model = versions.get(version)
+            if model is None:
+                raise ModelNotFound(f"model {name!r} has no version {version[:40]!r}; versions: {self.versions(name)}")
+            model.check_hash(content_hash)
+            return model
+        if content_hash is not None:
+            for version in sorted(versions, key=int, reverse=True):  # the newest of those built from that bundle
+                if versions[version].content_hash == content_hash:
+                    return versions[version]
+            hashes = {v: m.content_hash for v, m in versions.items()}
+            raise FailedPrecondition(
+                f"no version of model {name!r} has bundle hash {content_hash!r}; served: {hashes}:"
+                " edge and cloud must load the same bundle"
+            )
+        return versions[max(versions, key=int)]
+
+    def close(self) -> None:
+        """Retire every model (their queues finish)."""
+        for model in self.models():
+            model.close()
+
+    def _walk(self, root: Path) -> Iterable[tuple[tuple[str, str], Path]]:
+        for model_dir in sorted(root.iterdir()) if root.is_dir() else []:
+            if not model_dir.is_dir() or not _NAME.fullmatch(model_dir.name) or ".." in model_dir.name:
+                continue
+            for version_dir in model_dir.iterdir():
+                if _VERSION.fullmatch(version_dir.name) and (version_dir / MANIFEST).is_file():
+                    yield (model_dir.name, version_dir.name), version_dir
+
+    def _load(self, name: str, version: str, path: Path) -> bool:
+        mtime = (path / MANIFEST).stat().st_mtime
+        if self._failed.get(path) == mtime:
+            return False  # failed before and unchanged since: do not retry (or log) it every scan
+        try:
+            bundle = Bundle.load(path)
+            if bundle.manifest.model != name:
+                raise BundleError(f"the bundle is model {bundle.manifest.model!r}, its directory says {name!r}")
+            model = self._factory(bundle, version)
+        except (BundleError, OSError, ValueError) as exc:
+            self._failed[path] = mtime
+            log.warning("not loading %s version %s from %s: %s", name, version, path, exc)
+            return False
+        self._failed.pop(path, None)
+        self._publish(name, version, model)
+        self._scanned.add((name, version))
+        log.info("loaded %s version %s from %s", name, version, path)
+        return True
+
+    def _publish(self, name: str, version: str, model: TailModel) -> None:
+        with self._lock:
+            models = {n: dict(v) for n, v in self._models.items()}
+            models.setdefault(name, {})[version] = model
+            self._models = models
+
+    def _retire(self, name: str, version: str) -> None:
+        with self._lock:
+            models = {n: dict(v) for n, v in self._models.items()}
+            model = models[name].pop(version)
+            if not models[name]:
+                del models[name]
+            self._models = models
+        self._scanned.discard((name, version))
+        model.close()
+        log.info("retired %s version %s", name, version)

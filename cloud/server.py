@@ -8,50 +8,90 @@ Example:
 
 from __future__ import annotations
 
+import logging
+import threading
+import time
 from concurrent import futures
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 import grpc
 
+from cloud.batcher import BatchConfig
 from cloud.errors import ErrorInterceptor
 from cloud.health import HealthServicer
+from cloud.metrics import CloudMetrics
+from cloud.model import TailModel
 from cloud.repository import ModelRepository
 from cloud.servicer import InferenceServicer
 from protos import health_pb2_grpc, inference_pb2_grpc
+from protos.bundle import Bundle
+from protos.exposition import MetricsServer
 
 __all__ = ["CloudConfig", "CloudServer"]
 
 SERVICE = "inference.GRPCInferenceService"
 
+log = logging.getLogger("edgesplit.cloud")
+
 
 @dataclass(frozen=True)
 class CloudConfig:
-    """How to serve: which bundles, where, with how many workers and what message-size limits."""
+    """How to serve.
 
-    bundles: tuple[str, ...]
+    Args:
+        bundles: bundle directories, each served as version 1 of its model.
+        repository: a model repository ``ROOT/<model>/<version>/`` scanned at start, every ``poll_s`` seconds
+            (0: only at start and on :meth:`CloudServer.reload`).
+        host, port: where to listen (port 0 picks a free one).
+        workers: gRPC handler threads; requests waiting in a batch queue hold one each, so at least the number
+            of edges expected at once.
+        max_concurrent_rpcs: RPCs admitted at once; past it gRPC answers RESOURCE_EXHAUSTED (bounds memory).
+        threads: ONNX Runtime intra-op threads per session (0: all cores).
+        max_message_bytes: gRPC message-size limit; tensors are limited to half of it in elements.
+        batching: dynamic batching (Triton's ``max_batch_size`` and ``max_queue_delay_us``) and queue bounds.
+        metrics: ``HOST:PORT`` for Prometheus metrics at ``/metrics`` (None: off).
+    """
+
+    bundles: tuple[str, ...] = ()
+    repository: str | None = None
+    poll_s: float = 0.0
     host: str = "127.0.0.1"
     port: int = 8001
-    workers: int = 8
+    workers: int = 64
+    max_concurrent_rpcs: int = 256
     threads: int = 0
     max_message_bytes: int = 64 * 1024 * 1024
+    batching: BatchConfig = field(default_factory=BatchConfig)
+    metrics: str | None = None
 
     def __post_init__(self) -> None:
-        if not self.bundles:
-            raise ValueError("at least one bundle directory is needed (--bundle DIR)")
+        if not self.bundles and self.repository is None:
+            raise ValueError("nothing to serve: give bundle directories (--bundle DIR) or a repository (--repository)")
         if not 0 <= self.port <= 65535:
             raise ValueError(f"port must be in 0..65535 (0 picks a free one), got {self.port}")
-        if self.workers < 1 or self.threads < 0:
-            raise ValueError(f"workers must be >= 1 and threads >= 0, got {self.workers}, {self.threads}")
+        if self.workers < 1 or self.threads < 0 or self.max_concurrent_rpcs < 1:
+            raise ValueError(
+                f"workers and max_concurrent_rpcs must be >= 1 and threads >= 0,"
+                f" got {self.workers}, {self.max_concurrent_rpcs}, {self.threads}"
+            )
         if not 1024 <= self.max_message_bytes <= 2**31 - 1:
             raise ValueError(f"max_message_bytes must be in 1024..2**31-1, got {self.max_message_bytes}")
+        if self.poll_s < 0:
+            raise ValueError(f"poll_s must be >= 0 (0: no polling), got {self.poll_s}")
 
 
 class CloudServer:
-    """The inference and health services on one gRPC server."""
+    """The inference and health services on one gRPC server, with metrics and a repository poller."""
 
     def __init__(self, config: CloudConfig, repository: ModelRepository | None = None) -> None:
         self.config = config
-        self.repository = repository or ModelRepository.from_bundles(config.bundles, config.threads)
+        self.metrics = CloudMetrics()
+        if repository is None:
+            repository = ModelRepository(self._build_model, config.repository)
+            repository.add_bundles(config.bundles)
+            repository.scan()
+        self.repository = repository
         self.health = HealthServicer()
         limits = [
             ("grpc.max_receive_message_length", config.max_message_bytes),
@@ -59,15 +99,25 @@ class CloudServer:
         ]
         self._server = grpc.server(
             futures.ThreadPoolExecutor(max_workers=config.workers, thread_name_prefix="edgesplit-cloud"),
-            interceptors=[ErrorInterceptor()],
+            interceptors=[ErrorInterceptor(self._observe)],
             options=limits,
+            maximum_concurrent_rpcs=config.max_concurrent_rpcs,
         )
         max_elements = config.max_message_bytes // 2
         inference_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(
             InferenceServicer(self.repository, max_elements), self._server
         )
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self._server)
+        self._metrics_server = (
+            MetricsServer(lambda: self.metrics.render(self.repository.models()), config.metrics)
+            if config.metrics
+            else None
+        )
+        self._stop = threading.Event()
+        self._poller: threading.Thread | None = None
+        self._reload_lock = threading.Lock()
         self.port = 0
+        self.metrics_port = 0
 
     def start(self) -> int:
         """Bind and start; returns the bound port (useful with ``port=0``)."""
@@ -75,15 +125,59 @@ class CloudServer:
         if self.port == 0:
             raise OSError(f"could not bind {self.config.host}:{self.config.port}")
         self._server.start()
+        if self._metrics_server is not None:
+            self.metrics_port = self._metrics_server.start()
+        if self.config.repository is not None and self.config.poll_s > 0:
+            self._poller = threading.Thread(target=self._poll, name="edgesplit-repository", daemon=True)
+            self._poller.start()
         for service in ("", SERVICE):
             self.health.set(service, True)
         return self.port
+
+    def reload(self) -> list[str]:
+        """Scan the repository now: load new versions, retire removed ones; what changed."""
+        with self._reload_lock:
+            changes = self.repository.scan()
+        for change in changes:
+            log.info("repository: %s", change)
+        return changes
 
     def wait(self, timeout: float | None = None) -> bool:
         """Block until the server stops (or ``timeout``)."""
         return self._server.wait_for_termination(timeout)
 
     def stop(self, grace: float | None = 5.0) -> None:
-        """Stop accepting new RPCs, let those in flight finish within ``grace`` seconds."""
+        """Drain: health says NOT_SERVING, new RPCs are refused, those in flight (queued ones included) finish
+        within ``grace`` seconds; then the models are retired and metrics stop."""
+        started = time.monotonic()
         self.health.close()
+        self._stop.set()
         self._server.stop(grace).wait()
+        self.repository.close()
+        if self._metrics_server is not None:
+            self._metrics_server.stop()
+        log.info("stopped", extra={"fields": {"drain_s": round(time.monotonic() - started, 3)}})
+
+    def _build_model(self, bundle: Bundle, version: str) -> TailModel:
+        return TailModel(
+            bundle, version, self.config.threads, self.config.batching, on_batch=self.metrics.observe_batch
+        )
+
+    def _poll(self) -> None:
+        while not self._stop.wait(self.config.poll_s):
+            try:
+                self.reload()
+            except OSError as exc:  # the repository directory went away for a moment: try again next time
+                log.warning("repository scan failed: %s", exc)
+
+    def _observe(self, method: str, request: Any, response: Any, code: grpc.StatusCode, seconds: float) -> None:
+        name = str(getattr(request, "model_name", None) or getattr(request, "name", ""))
+        model = name if name in self.repository else ""
+        asked = getattr(request, "model_version", None) or getattr(request, "version", "")
+        version = str(getattr(response, "model_version", None) or "")
+        if not version:  # only versions that exist become labels: bad requests cannot grow the label set
+            version = str(asked) if model and asked in self.repository.versions(model) else ""
+        self.metrics.observe_request(method, model, version, code.name, seconds)
+        if code != grpc.StatusCode.OK:
+            fields = {"method": method, "model": name[:128], "code": code.name, "ms": round(seconds * 1e3, 3)}
+            log.info("rpc failed", extra={"fields": fields})

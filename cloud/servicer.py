@@ -9,7 +9,7 @@ import time
 
 import grpc
 
-from cloud.repository import VERSION, ModelRepository
+from cloud.repository import ModelRepository
 from protos import inference_pb2 as pb
 from protos import inference_pb2_grpc, params
 from protos.bundle import TensorSpec
@@ -41,7 +41,7 @@ class InferenceServicer(inference_pb2_grpc.GRPCInferenceServiceServicer):
 
     def ModelReady(self, request: pb.ModelReadyRequest, context: grpc.ServicerContext) -> pb.ModelReadyResponse:
         self._repository.get(request.name, request.version)
-        return pb.ModelReadyResponse(ready=True)
+        return pb.ModelReadyResponse(ready=True)  # loaded means ready: a version is published once it can serve
 
     def ServerMetadata(
         self, request: pb.ServerMetadataRequest, context: grpc.ServicerContext
@@ -54,7 +54,7 @@ class InferenceServicer(inference_pb2_grpc.GRPCInferenceServiceServicer):
         manifest = self._repository.get(request.name, request.version).manifest
         return pb.ModelMetadataResponse(
             name=manifest.model,
-            versions=[VERSION],
+            versions=self._repository.versions(manifest.model),
             platform=PLATFORM,
             inputs=[_tensor_metadata(manifest.input)],
             outputs=[_tensor_metadata(manifest.output)],
@@ -62,12 +62,14 @@ class InferenceServicer(inference_pb2_grpc.GRPCInferenceServiceServicer):
 
     def ModelInfer(self, request: pb.ModelInferRequest, context: grpc.ServicerContext) -> pb.ModelInferResponse:
         start = time.perf_counter()
-        model = self._repository.get(request.model_name, request.model_version)
-        model.check_hash(get_param(request.parameters, params.BUNDLE_HASH))
+        parameters = request.parameters
+        model = self._repository.get(
+            request.model_name, request.model_version, get_param(parameters, params.BUNDLE_HASH)
+        )
         inputs = request_inputs(request, max_elements=self._max_elements)
-        split = model.resolve_split(get_param(request.parameters, params.SPLIT_POINT), inputs)
-        logits = model.infer(split, inputs, get_param(request.parameters, params.CODEC))
-        response = pb.ModelInferResponse(model_name=model.name, model_version=VERSION, id=request.id)
+        split = model.resolve_split(get_param(parameters, params.SPLIT_POINT), inputs)
+        logits = model.infer(split, inputs, get_param(parameters, params.CODEC), context.time_remaining())
+        response = pb.ModelInferResponse(model_name=model.name, model_version=model.version, id=request.id)
         add_output(response, model.manifest.output.name, logits)
         set_param(response.parameters, params.SERVER_MS, (time.perf_counter() - start) * 1e3)
         return response

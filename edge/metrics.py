@@ -10,11 +10,10 @@ Example:
 
 from __future__ import annotations
 
-import bisect
-import threading
 from collections.abc import Callable, Mapping
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+
+from protos import exposition
 
 __all__ = ["BUCKETS_MS", "Histogram", "MetricsServer", "render"]
 
@@ -24,41 +23,20 @@ BUCKETS_MS = (0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0, 1000.0,
 _PREFIX = "edgesplit_edge"
 
 
-class Histogram:
-    """Counts per bucket, their sum and count; not locked (the runtime's counters hold a lock around it)."""
+class Histogram(exposition.Histogram):
+    """A latency histogram in ms with :data:`BUCKETS_MS` by default."""
 
     def __init__(self, bounds: tuple[float, ...] = BUCKETS_MS) -> None:
-        self.bounds = bounds
-        self.counts = [0] * (len(bounds) + 1)
-        self.total = 0.0
-
-    def observe(self, value: float) -> None:
-        """Count one observation."""
-        self.counts[bisect.bisect_left(self.bounds, value)] += 1
-        self.total += value
-
-    def snapshot(self) -> dict[str, Any]:
-        """``buckets`` (cumulative, by upper bound, ``+Inf`` last), ``count`` and ``sum``."""
-        cumulative, running = {}, 0
-        for bound, count in zip([*map(str, self.bounds), "+Inf"], self.counts, strict=True):
-            running += count
-            cumulative[bound] = running
-        return {"buckets": cumulative, "count": running, "sum": self.total}
-
-
-def _line(name: str, labels: Mapping[str, object], value: float) -> str:
-    inner = ",".join(f'{k}="{v}"' for k, v in labels.items())
-    return f"{_PREFIX}_{name}{{{inner}}} {value}"
+        super().__init__(bounds)
 
 
 def render(stats: Mapping[str, Any], model: str) -> str:
     """The Prometheus text exposition of ``stats`` (as :meth:`EdgeRuntime.stats` returns it)."""
     base = {"model": model}
-    out = []
+    out: list[str] = []
 
     def metric(name: str, kind: str, help_: str, rows: list[tuple[dict[str, object], float]]) -> None:
-        out.extend([f"# HELP {_PREFIX}_{name} {help_}", f"# TYPE {_PREFIX}_{name} {kind}"])
-        out.extend(_line(name, {**base, **labels}, value) for labels, value in rows)
+        out.extend(exposition.family(f"{_PREFIX}_{name}", kind, help_, [({**base, **k}, v) for k, v in rows]))
 
     metric("requests_total", "counter", "Requests answered.", [({}, stats["requests"])])
     metric("answers_total", "counter", "Answers by source.", [({"source": k}, v) for k, v in stats["answers"].items()])
@@ -74,47 +52,12 @@ def render(stats: Mapping[str, Any], model: str) -> str:
     metric("breaker_opened_total", "counter", "Times the breaker opened.", [({}, breaker["opened"])])
     latency = stats.get("latency_ms")
     if latency:
-        rows = [({"le": le}, n) for le, n in latency["buckets"].items()]
-        out.extend([f"# HELP {_PREFIX}_latency_ms Request latency, ms.", f"# TYPE {_PREFIX}_latency_ms histogram"])
-        out.extend(_line("latency_ms_bucket", {**base, **labels}, value) for labels, value in rows)
-        out.append(_line("latency_ms_sum", base, latency["sum"]))
-        out.append(_line("latency_ms_count", base, latency["count"]))
+        out.extend(exposition.histogram(f"{_PREFIX}_latency_ms", "Request latency, ms.", [(base, latency)]))
     return "\n".join(out) + "\n"
 
 
-class MetricsServer:
-    """``GET /metrics`` on ``address`` (``host:port``; port 0 picks a free one), served from a daemon thread."""
+class MetricsServer(exposition.MetricsServer):
+    """``GET /metrics`` on ``address`` (``host:port``; port 0 picks a free one) from ``stats()`` at each scrape."""
 
     def __init__(self, stats: Callable[[], Mapping[str, Any]], address: str, model: str = "") -> None:
-        host, _, port = address.rpartition(":")
-
-        def render_now() -> bytes:
-            return render(stats(), model).encode()
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                if self.path.split("?")[0] != "/metrics":
-                    self.send_error(404, "only /metrics is served here")
-                    return
-                body = render_now()
-                self.send_response(200)
-                self.send_header("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, format: str, *args: Any) -> None:
-                pass  # scrapes are not news
-
-        self._server = ThreadingHTTPServer((host or "127.0.0.1", int(port)), Handler)
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
-
-    def start(self) -> int:
-        """Start serving; the bound port."""
-        self._thread.start()
-        return int(self._server.server_address[1])
-
-    def stop(self) -> None:
-        """Stop serving and close the socket."""
-        self._server.shutdown()
-        self._server.server_close()
+        super().__init__(lambda: render(stats(), model), address)

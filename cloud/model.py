@@ -1,0 +1,207 @@
+"""One served model version: a bundle's fused tails in ONNX Runtime sessions (built once, at load), each behind a
+:class:`~cloud.batcher.Batcher`."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+
+from cloud.batcher import BatchConfig, Batcher
+from cloud.errors import FailedPrecondition, InvalidArgument
+from protos.bundle import WIRE_FORMATS, Bundle, Manifest
+from protos.tensors import DATATYPES
+
+__all__ = ["TailModel"]
+
+
+_ORT_TYPES = {"tensor(float)": "FP32", "tensor(float16)": "FP16", "tensor(int8)": "INT8", "tensor(uint8)": "UINT8"}
+
+
+@dataclass(frozen=True)
+class _Input:
+    name: str
+    dtype: np.dtype
+    datatype: str
+    shape: tuple[int | None, ...]  # None: the batch dimension
+
+    def check(self, array: np.ndarray, max_batch: int) -> None:
+        if array.dtype != self.dtype:
+            raise InvalidArgument(f"input {self.name!r}: datatype must be {self.datatype}, got {array.dtype}")
+        want = ", ".join("N" if d is None else str(d) for d in self.shape)
+        fits = array.ndim == len(self.shape) and all(
+            d is None or d == a for d, a in zip(self.shape, array.shape, strict=True)
+        )
+        if not fits:
+            raise InvalidArgument(f"input {self.name!r}: shape must be [{want}], got {list(array.shape)}")
+        if self.shape and self.shape[0] is None and not 1 <= array.shape[0] <= max_batch:
+            raise InvalidArgument(f"input {self.name!r}: batch size {array.shape[0]} not in 1..{max_batch}")
+        if array.dtype.kind == "f" and not np.isfinite(array.sum(dtype=np.float64)):  # one pass, no copy
+            raise InvalidArgument(f"input {self.name!r}: contains NaN or infinity")
+
+
+BatchObserver = Callable[[str, str, int, float], None]
+"""Called with (model, version, samples, seconds) after every ONNX Runtime run."""
+
+
+@dataclass(frozen=True)
+class _Tail:
+    inputs: tuple[_Input, ...]
+    batcher: Batcher
+
+    @classmethod
+    def load(
+        cls, path: Path, options: ort.SessionOptions, batching: BatchConfig, on_batch: Callable[[int, float], None]
+    ) -> _Tail:
+        session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        inputs = []
+        for arg in session.get_inputs():
+            datatype = _ORT_TYPES[arg.type]
+            shape = tuple(d if isinstance(d, int) else None for d in arg.shape)
+            inputs.append(_Input(arg.name, DATATYPES[datatype], datatype, shape))
+        batched = [i.name for i in inputs if i.shape and i.shape[0] is None]
+
+        def run(feeds: Mapping[str, np.ndarray]) -> np.ndarray:
+            return session.run(None, feeds)[0]
+
+        return cls(tuple(inputs), Batcher(run, batched, batching, on_batch))
+
+
+def session_options(threads: int) -> ort.SessionOptions:
+    """ONNX Runtime options for a server: ``threads`` intra-op threads (0: all cores), no spinning between runs
+    (idle spinning threads would take the cores that the gRPC threads need)."""
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    return options
+
+
+class TailModel:
+    """One bundle served as one model version: a fused tail per split point and wire format, chosen per request.
+
+    Args:
+        bundle: the loaded (verified) bundle.
+        version: the version it is served as.
+        threads: ONNX Runtime intra-op threads per session (0: all cores).
+        batching: how requests for one tail are batched.
+        max_batch: the largest batch one request may carry.
+        on_batch: told about every ONNX Runtime run (for metrics).
+    """
+
+    def __init__(
+        self,
+        bundle: Bundle,
+        version: str = "1",
+        threads: int = 0,
+        batching: BatchConfig | None = None,
+        max_batch: int = 1024,
+        on_batch: BatchObserver | None = None,
+    ) -> None:
+        self.bundle = bundle
+        self.manifest: Manifest = bundle.manifest
+        self.version = version
+        self.max_batch = max_batch
+        options = session_options(threads)
+        batching = batching or BatchConfig()
+        name = self.manifest.model
+
+        def observe(samples: int, seconds: float) -> None:
+            if on_batch is not None:
+                on_batch(name, version, samples, seconds)
+
+        self._tails: dict[tuple[int, str], _Tail] = {}
+        self._by_input: dict[str, int] = {}
+        for sp in self.manifest.split_points:
+            for fmt, file in sp.tails.items():
+                self._tails[sp.index, fmt] = _Tail.load(bundle.file(file), options, batching, observe)
+            if sp.tail is not None:
+                self._by_input[sp.tensor.name] = sp.index
+
+    @property
+    def name(self) -> str:
+        """The model name requests use."""
+        return self.manifest.model
+
+    @property
+    def content_hash(self) -> str:
+        """The bundle's content hash."""
+        return self.manifest.content_hash
+
+    @property
+    def queue_depth(self) -> int:
+        """Samples waiting in this model's batch queues."""
+        return sum(tail.batcher.depth for tail in self._tails.values())
+
+    @property
+    def splits(self) -> list[int]:
+        """Split points this model can continue from."""
+        return sorted({split for split, _ in self._tails})
+
+    def formats(self, split: int) -> list[str]:
+        """The wire formats the tail at ``split`` accepts."""
+        return [fmt for fmt in WIRE_FORMATS if (split, fmt) in self._tails]
+
+    def close(self) -> None:
+        """Retire: queued requests still run; later ones run unbatched (nothing is dropped)."""
+        for tail in self._tails.values():
+            tail.batcher.close()
+
+    def check_hash(self, content_hash: object) -> None:
+        """FAILED_PRECONDITION unless ``content_hash`` is absent or equals the bundle's."""
+        if content_hash is not None and content_hash != self.manifest.content_hash:
+            raise FailedPrecondition(
+                f"bundle hash {content_hash!r} does not match the served bundle {self.manifest.content_hash!r}"
+                f" of model {self.name!r} version {self.version!r}: edge and cloud must load the same bundle"
+            )
+
+    def resolve_split(self, split: object, inputs: Mapping[str, np.ndarray]) -> int:
+        """The split point asked for, or the one whose boundary tensor is the first input."""
+        if not inputs:
+            raise InvalidArgument("the request has no input tensors")
+        if split is None:
+            name = next(iter(inputs))
+            if name not in self._by_input:
+                raise InvalidArgument(f"unknown input {name!r}; valid inputs: {sorted(self._by_input)}")
+            return self._by_input[name]
+        if isinstance(split, bool) or not isinstance(split, int) or split not in self.splits:
+            raise InvalidArgument(f"unknown split point {split!r}; valid split points: {self.splits}")
+        return split
+
+    def infer(
+        self, split: int, inputs: Mapping[str, np.ndarray], codec: object = None, timeout: float | None = None
+    ) -> np.ndarray:
+        """Run the tail from ``split`` for wire format ``codec`` (default fp32) on the inputs; the class logits.
+
+        The inputs are checked here, before they join a batch; ``timeout`` bounds the wait in the queue.
+        """
+        tail = self._tail(split, codec)
+        expected = [i.name for i in tail.inputs]
+        if sorted(inputs) != sorted(expected):
+            raise InvalidArgument(
+                f"split point {split} with codec {codec or 'fp32'!r} takes inputs {expected}, got {list(inputs)}"
+            )
+        batch = None
+        for spec in tail.inputs:
+            array = inputs[spec.name]
+            spec.check(array, self.max_batch)
+            if spec.shape and spec.shape[0] is None:
+                if batch is not None and array.shape[0] != batch:
+                    raise InvalidArgument(f"input {spec.name!r}: batch size {array.shape[0]} != {batch} of the others")
+                batch = array.shape[0]
+        return tail.batcher.infer({name: inputs[name] for name in expected}, timeout)
+
+    def _tail(self, split: int, codec: object) -> _Tail:
+        if codec is None:
+            fmt = "fp32"
+        elif not isinstance(codec, str):
+            raise InvalidArgument(f"parameter 'edgesplit.codec' must be a string, got {type(codec).__name__}")
+        else:
+            fmt = codec.partition("+")[0]  # a compressor is undone per tensor, before this
+        tail = self._tails.get((split, fmt))
+        if tail is None:
+            raise InvalidArgument(f"split point {split} takes no wire format {fmt!r}; valid: {self.formats(split)}")
+        return tail
