@@ -98,7 +98,7 @@ def run(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGHUP, _on_hup)
     if server.metrics_port:
         host = (config.metrics or "").rpartition(":")[0]
-        print(f"edgesplit cloud: metrics on http://{host}:{server.metrics_port}/metrics")
+        print(f"edgesplit cloud: metrics on http://{host}:{server.metrics_port}/metrics", flush=True)
     served = ", ".join(f"{n} {server.repository.versions(n)}" for n in server.repository.names()) or "no models yet"
     print(f"edgesplit cloud: serving {served} on {config.host}:{port}", flush=True)
     stop.wait()

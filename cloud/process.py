@@ -13,6 +13,7 @@ from types import TracebackType
 __all__ = ["CloudProcess"]
 
 _READY = re.compile(r"serving .* on (?P<host>[^\s:]+):(?P<port>\d+)")
+_METRICS = re.compile(r"metrics on http://[^\s]*:(?P<port>\d+)/metrics")
 
 
 class CloudProcess:
@@ -30,19 +31,25 @@ class CloudProcess:
         self.timeout_s = timeout_s
         self.process: subprocess.Popen[str] | None = None
         self.target = ""
+        self.metrics_port = 0
+        self.log = ""
 
     def start(self) -> str:
         """Start the server; returns ``host:port`` once it says it is serving."""
         self._stderr = tempfile.TemporaryFile(mode="w+")  # noqa: SIM115 - closed in stop()
         self.process = subprocess.Popen(self.command, stdout=subprocess.PIPE, stderr=self._stderr, text=True)
         assert self.process.stdout is not None
-        line = self.process.stdout.readline()  # blocks until the ready line or the process exits
-        match = _READY.search(line)
+        match = None
+        while match is None:  # each readline blocks until a line or the process exits
+            line = self.process.stdout.readline()
+            if not line:
+                break
+            if metrics := _METRICS.search(line):
+                self.metrics_port = int(metrics["port"])
+            match = _READY.search(line)
         if match is None:
             self.stop()
-            self._stderr.seek(0)
-            log = self._stderr.read()[-2000:]
-            raise RuntimeError(f"cloud server did not start (exit code {self.process.returncode}): {log}")
+            raise RuntimeError(f"cloud server did not start (exit code {self.process.returncode}): {self.log[-2000:]}")
         self.target = f"{match['host']}:{match['port']}"
         return self.target
 
@@ -59,6 +66,8 @@ class CloudProcess:
                 self.process.wait()
         if self.process.stdout:
             self.process.stdout.close()
+        self._stderr.seek(0)
+        self.log = self._stderr.read()
         self._stderr.close()
         return self.process.returncode
 
