@@ -1,0 +1,186 @@
+"""The cloud's security against real servers on 127.0.0.1: TLS, mutual TLS and bearer tokens."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import grpc
+import numpy as np
+import pytest
+
+from cloud.repository import ModelRepository
+from cloud.server import CloudConfig, CloudServer
+from protos import health_pb2, health_pb2_grpc, params
+from protos import inference_pb2 as pb
+from protos.bundle import Bundle, Manifest
+from protos.credentials import bearer_metadata
+from protos.inference_pb2_grpc import GRPCInferenceServiceStub
+from protos.tensors import add_input, response_outputs, set_param
+
+PKI = Any  # tests/conftest.py's PKI: the test certificates' PEM files
+TOKENS = ("first-token-0123456789abcdef", "second-token-0123456789abcdef")
+WRONG = "wrong-token-0123456789abcdef"
+UNAVAILABLE = grpc.StatusCode.UNAVAILABLE
+UNAUTHENTICATED = grpc.StatusCode.UNAUTHENTICATED
+
+
+@pytest.fixture(scope="module")
+def repository(bundle: Bundle) -> ModelRepository:
+    """One set of ONNX sessions shared by the servers of this module (loading is the slow part of a start)."""
+    return ModelRepository.from_bundles([bundle.root], threads=1)
+
+
+@contextmanager
+def _server(bundle: Bundle, repository: Any, **config: Any) -> Iterator[CloudServer]:
+    server = CloudServer(CloudConfig(bundles=(str(bundle.root),), port=0, threads=1, **config), repository)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop(grace=1.0)
+
+
+def _credentials(pki: PKI, client: str | None = None, ca: str | None = None) -> grpc.ChannelCredentials:
+    """TLS credentials trusting ``ca`` (default: the test CA), presenting the ``client`` certificate if named."""
+    key = cert = None
+    if client is not None:
+        key, cert = (Path(getattr(pki, f"{client}_{part}")).read_bytes() for part in ("key", "cert"))
+    root = Path(ca or pki.ca).read_bytes()
+    return grpc.ssl_channel_credentials(root_certificates=root, private_key=key, certificate_chain=cert)
+
+
+@contextmanager
+def _stub(port: int, credentials: grpc.ChannelCredentials | None = None) -> Iterator[GRPCInferenceServiceStub]:
+    target = f"127.0.0.1:{port}"
+    channel = grpc.insecure_channel(target) if credentials is None else grpc.secure_channel(target, credentials)
+    with channel:
+        yield GRPCInferenceServiceStub(channel)
+
+
+def _request(manifest: Manifest) -> pb.ModelInferRequest:
+    spec = manifest.split_point(1).tensor
+    request = pb.ModelInferRequest(model_name=manifest.model)
+    add_input(request, spec.name, np.zeros((1, *spec.sample_shape), dtype=np.float32))
+    set_param(request.parameters, params.SPLIT_POINT, 1)
+    set_param(request.parameters, params.BUNDLE_HASH, manifest.content_hash)
+    return request
+
+
+def _assert_serving(stub: GRPCInferenceServiceStub, manifest: Manifest, metadata: Any = None) -> None:
+    response = stub.ModelInfer(_request(manifest), timeout=30, metadata=metadata)
+    assert response_outputs(response)[manifest.output.name].shape == (1, len(manifest.classes))
+
+
+def _expect(call: Callable[[], object], code: grpc.StatusCode) -> str:
+    with pytest.raises(grpc.RpcError) as info:
+        call()
+    assert info.value.code() == code, info.value.details()
+    return info.value.details() or ""
+
+
+# --- TLS and mutual TLS ------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def tls_port(bundle: Bundle, repository: ModelRepository, pki: PKI) -> Iterator[int]:
+    with _server(bundle, repository, tls_cert=pki.server_cert, tls_key=pki.server_key) as server:
+        with grpc.secure_channel(f"127.0.0.1:{server.port}", _credentials(pki)) as channel:
+            grpc.channel_ready_future(channel).result(timeout=10)
+        yield server.port
+
+
+@pytest.fixture(scope="module")
+def mtls_port(bundle: Bundle, repository: ModelRepository, pki: PKI) -> Iterator[int]:
+    tls = {"tls_cert": pki.server_cert, "tls_key": pki.server_key, "tls_client_ca": pki.ca}
+    with _server(bundle, repository, **tls) as server:
+        with grpc.secure_channel(f"127.0.0.1:{server.port}", _credentials(pki, "client")) as channel:
+            grpc.channel_ready_future(channel).result(timeout=10)
+        yield server.port
+
+
+def test_tls_request_succeeds(tls_port: int, pki: PKI, bundle: Bundle) -> None:
+    with _stub(tls_port, _credentials(pki)) as stub:
+        _assert_serving(stub, bundle.manifest)
+
+
+def test_plaintext_client_against_tls_server_fails(tls_port: int) -> None:
+    with _stub(tls_port) as stub:
+        _expect(lambda: stub.ServerLive(pb.ServerLiveRequest(), timeout=10), UNAVAILABLE)
+
+
+def test_client_refuses_a_server_its_ca_did_not_sign(tls_port: int, pki: PKI) -> None:
+    with _stub(tls_port, _credentials(pki, ca=pki.other_ca)) as stub:
+        _expect(lambda: stub.ServerLive(pb.ServerLiveRequest(), timeout=10), UNAVAILABLE)
+
+
+def test_mtls_without_client_certificate_fails(mtls_port: int, pki: PKI) -> None:
+    with _stub(mtls_port, _credentials(pki)) as stub:
+        _expect(lambda: stub.ServerLive(pb.ServerLiveRequest(), timeout=10), UNAVAILABLE)
+
+
+def test_mtls_with_client_certificate_succeeds(mtls_port: int, pki: PKI, bundle: Bundle) -> None:
+    with _stub(mtls_port, _credentials(pki, "client")) as stub:
+        _assert_serving(stub, bundle.manifest)
+
+
+def test_mtls_client_certificate_from_another_ca_fails(mtls_port: int, pki: PKI) -> None:
+    with _stub(mtls_port, _credentials(pki, "other_client")) as stub:
+        _expect(lambda: stub.ServerLive(pb.ServerLiveRequest(), timeout=10), UNAVAILABLE)
+
+
+# --- bearer tokens -----------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def token_port(bundle: Bundle, repository: ModelRepository) -> Iterator[int]:
+    with _server(bundle, repository, auth_tokens=TOKENS) as server:
+        with grpc.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+            grpc.channel_ready_future(channel).result(timeout=10)
+        yield server.port
+
+
+@pytest.mark.parametrize(
+    "metadata",
+    [
+        pytest.param(None, id="no-token"),
+        pytest.param(bearer_metadata(WRONG), id="wrong-token"),
+        pytest.param((("authorization", TOKENS[0]),), id="no-scheme"),
+        pytest.param((("authorization", f"Basic {TOKENS[0]}"),), id="other-scheme"),
+        pytest.param((("x-api-key", TOKENS[0]),), id="other-header"),
+    ],
+)
+def test_calls_without_a_valid_token_are_unauthenticated(token_port: int, bundle: Bundle, metadata: Any) -> None:
+    with _stub(token_port) as stub:
+        details = _expect(
+            lambda: stub.ModelInfer(_request(bundle.manifest), timeout=10, metadata=metadata), UNAUTHENTICATED
+        )
+        assert "authorization: Bearer <token>" in details
+        assert WRONG not in details and not any(t in details for t in TOKENS)
+        _expect(lambda: stub.ServerLive(pb.ServerLiveRequest(), timeout=10, metadata=metadata), UNAUTHENTICATED)
+        name = bundle.manifest.model
+        _expect(
+            lambda: stub.ModelReady(pb.ModelReadyRequest(name=name), timeout=10, metadata=metadata), UNAUTHENTICATED
+        )
+
+
+@pytest.mark.parametrize("token", TOKENS, ids=["first", "second"])
+def test_either_rotated_token_is_accepted(token_port: int, bundle: Bundle, token: str) -> None:
+    with _stub(token_port) as stub:
+        _assert_serving(stub, bundle.manifest, bearer_metadata(token))
+        _assert_serving(stub, bundle.manifest, (("authorization", f"bearer {token}"),))  # the scheme in any case
+
+
+def test_health_needs_no_token(token_port: int) -> None:
+    with grpc.insecure_channel(f"127.0.0.1:{token_port}") as channel:
+        health = health_pb2_grpc.HealthStub(channel)
+        response = health.Check(health_pb2.HealthCheckRequest(service=""), timeout=10)
+        assert response.status == health_pb2.HealthCheckResponse.SERVING
+        assert health.List(health_pb2.HealthListRequest(), timeout=10).statuses
+
+
+def test_tokens_are_not_in_the_config_repr(bundle: Bundle) -> None:
+    config = CloudConfig(bundles=(str(bundle.root),), port=0, auth_tokens=TOKENS)
+    assert not any(t in repr(config) for t in TOKENS)
