@@ -1,5 +1,6 @@
 """``inference.GRPCInferenceService``: each method converts the message, asks the repository, converts back.
 
+Model names and versions are checked against a strict pattern (:mod:`cloud.names`) before any lookup.
 No try/except here: errors raised below become status codes in :class:`cloud.errors.ErrorInterceptor`.
 """
 
@@ -9,6 +10,7 @@ import time
 
 import grpc
 
+from cloud.names import validate_model_name, validate_version
 from cloud.repository import VERSION, ModelRepository
 from protos import inference_pb2 as pb
 from protos import inference_pb2_grpc, params
@@ -40,7 +42,7 @@ class InferenceServicer(inference_pb2_grpc.GRPCInferenceServiceServicer):
         return pb.ServerReadyResponse(ready=bool(self._repository.names()))
 
     def ModelReady(self, request: pb.ModelReadyRequest, context: grpc.ServicerContext) -> pb.ModelReadyResponse:
-        self._repository.get(request.name, request.version)
+        self._repository.get(validate_model_name(request.name), validate_version(request.version))
         return pb.ModelReadyResponse(ready=True)
 
     def ServerMetadata(
@@ -51,7 +53,7 @@ class InferenceServicer(inference_pb2_grpc.GRPCInferenceServiceServicer):
     def ModelMetadata(
         self, request: pb.ModelMetadataRequest, context: grpc.ServicerContext
     ) -> pb.ModelMetadataResponse:
-        manifest = self._repository.get(request.name, request.version).manifest
+        manifest = self._repository.get(validate_model_name(request.name), validate_version(request.version)).manifest
         return pb.ModelMetadataResponse(
             name=manifest.model,
             versions=[VERSION],
@@ -62,7 +64,7 @@ class InferenceServicer(inference_pb2_grpc.GRPCInferenceServiceServicer):
 
     def ModelInfer(self, request: pb.ModelInferRequest, context: grpc.ServicerContext) -> pb.ModelInferResponse:
         start = time.perf_counter()
-        model = self._repository.get(request.model_name, request.model_version)
+        model = self._repository.get(validate_model_name(request.model_name), validate_version(request.model_version))
         model.check_hash(get_param(request.parameters, params.BUNDLE_HASH))
         inputs = request_inputs(request, max_elements=self._max_elements)
         split = model.resolve_split(get_param(request.parameters, params.SPLIT_POINT), inputs)

@@ -1,4 +1,5 @@
-"""The cloud's security against real servers on 127.0.0.1: TLS, mutual TLS and bearer tokens."""
+"""The cloud's security against real servers on 127.0.0.1: TLS, mutual TLS, bearer tokens, strict model names and
+hostile tensor shapes (refused, and the server keeps serving)."""
 
 from __future__ import annotations
 
@@ -24,6 +25,7 @@ PKI = Any  # tests/conftest.py's PKI: the test certificates' PEM files
 TOKENS = ("first-token-0123456789abcdef", "second-token-0123456789abcdef")
 WRONG = "wrong-token-0123456789abcdef"
 UNAVAILABLE = grpc.StatusCode.UNAVAILABLE
+INVALID = grpc.StatusCode.INVALID_ARGUMENT
 UNAUTHENTICATED = grpc.StatusCode.UNAUTHENTICATED
 
 
@@ -184,3 +186,62 @@ def test_health_needs_no_token(token_port: int) -> None:
 def test_tokens_are_not_in_the_config_repr(bundle: Bundle) -> None:
     config = CloudConfig(bundles=(str(bundle.root),), port=0, auth_tokens=TOKENS)
     assert not any(t in repr(config) for t in TOKENS)
+
+
+# --- model names and tensor shapes -------------------------------------------------------------------------------
+
+BAD_NAMES = ["../x", "a/b", "..", "", "x" * 200, "a..b", "/etc/passwd", ".hidden", "name\n", "a\\b", "名前"]
+
+
+@pytest.mark.parametrize("name", BAD_NAMES)
+def test_path_like_model_names_are_invalid(cloud: str, bundle: Bundle, name: str) -> None:
+    manifest = bundle.manifest
+    with grpc.insecure_channel(cloud) as channel:
+        stub = GRPCInferenceServiceStub(channel)
+        request = _request(manifest)
+        request.model_name = name
+        details = _expect(lambda: stub.ModelInfer(request, timeout=10), INVALID)
+        assert "model name" in details and "starting with a letter or digit" in details and len(details) < 400
+        _expect(lambda: stub.ModelMetadata(pb.ModelMetadataRequest(name=name), timeout=10), INVALID)
+        _expect(lambda: stub.ModelReady(pb.ModelReadyRequest(name=name), timeout=10), INVALID)
+        _assert_serving(stub, manifest)
+
+
+@pytest.mark.parametrize("version", ["../1", "1/..", "..", "v" * 129])
+def test_path_like_versions_are_invalid(cloud: str, bundle: Bundle, version: str) -> None:
+    manifest = bundle.manifest
+    with grpc.insecure_channel(cloud) as channel:
+        stub = GRPCInferenceServiceStub(channel)
+        request = _request(manifest)
+        request.model_version = version
+        assert "model version" in _expect(lambda: stub.ModelInfer(request, timeout=10), INVALID)
+        call = stub.ModelReady
+        _expect(lambda: call(pb.ModelReadyRequest(name=manifest.model, version=version), timeout=10), INVALID)
+        _assert_serving(stub, manifest)
+
+
+@pytest.mark.parametrize(
+    ("shape", "raw", "words"),
+    [
+        pytest.param([1 << 40, 1 << 40], True, ["elements", "at most"], id="huge-raw"),
+        pytest.param([1 << 40, 1 << 40], False, ["elements", "at most"], id="huge-typed"),
+        pytest.param([1 << 62, 1 << 62, 1 << 62], True, ["elements", "at most"], id="overflowing"),
+        pytest.param([-1, 3], True, ["every dimension must be >= 0"], id="negative-raw"),
+        pytest.param([-2, -3], False, ["every dimension must be >= 0"], id="negative-typed"),
+    ],
+)
+def test_hostile_shapes_are_refused_before_allocation(
+    cloud: str, bundle: Bundle, shape: list[int], raw: bool, words: list[str]
+) -> None:
+    manifest = bundle.manifest
+    request = pb.ModelInferRequest(model_name=manifest.model)
+    request.inputs.add(name=manifest.split_point(1).tensor.name, datatype="FP32", shape=shape)
+    if raw:
+        request.raw_input_contents.append(b"\0" * 24)
+    else:
+        request.inputs[0].contents.fp32_contents.extend([0.0] * 6)
+    with grpc.insecure_channel(cloud) as channel:
+        stub = GRPCInferenceServiceStub(channel)
+        details = _expect(lambda: stub.ModelInfer(request, timeout=10), INVALID)
+        assert all(word in details for word in words), details
+        _assert_serving(stub, manifest)

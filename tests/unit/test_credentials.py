@@ -1,5 +1,5 @@
-"""Pure logic of the cloud's security settings: token files and tokens, TLS file checks. Error messages name the bad
-value, never a secret."""
+"""Pure logic of the cloud's security settings: token files and tokens, model names, TLS file checks. Error
+messages name the bad value, never a secret."""
 
 from __future__ import annotations
 
@@ -9,6 +9,8 @@ from typing import Any
 import pytest
 
 from cloud.cli import TOKENS_ENV, auth_tokens
+from cloud.errors import InvalidArgument
+from cloud.names import validate_model_name, validate_version
 from cloud.security import check_tls_files
 from cloud.server import CloudConfig
 from protos.credentials import bearer_metadata, check_token, parse_tokens, read_tokens
@@ -72,6 +74,30 @@ def test_cloud_config_checks_tokens_and_hides_them(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="auth_tokens must be a tuple of tokens, got a str"):
         CloudConfig(bundles=("b",), auth_tokens=GOOD)  # type: ignore[arg-type]
     assert check_token(GOOD) == GOOD
+
+
+# --- model names -------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["digits", "mobilenet_v2-0.25", "A", "1.0", "x" * 128])
+def test_valid_model_names(name: str) -> None:
+    assert validate_model_name(name) == name
+    assert validate_version(name) == name
+
+
+@pytest.mark.parametrize("name", ["", "..", "../x", "a/b", "a\\b", ".x", "-x", "a..b", "x" * 129, "a\n", "a b", "é"])
+def test_invalid_model_names(name: str) -> None:
+    with pytest.raises(InvalidArgument, match="is not valid: a model name has 1 to 128 characters"):
+        validate_model_name(name)
+
+
+def test_long_names_are_cut_in_the_message_and_empty_version_is_the_default() -> None:
+    with pytest.raises(InvalidArgument, match=r"\.\.\. \(300 characters\)") as info:
+        validate_model_name("/" * 300)
+    assert len(str(info.value)) < 250
+    assert validate_version("") == ""
+    with pytest.raises(InvalidArgument, match=r"model version '\.\./1' is not valid"):
+        validate_version("../1")
 
 
 # --- TLS files ---------------------------------------------------------------------------------------------------
