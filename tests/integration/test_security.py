@@ -1,5 +1,6 @@
 """The cloud's security against real servers on 127.0.0.1: TLS, mutual TLS, bearer tokens, strict model names and
-hostile tensor shapes (refused, and the server keeps serving)."""
+hostile tensor shapes; the edge over TLS with a token, a wrong token (answered locally, degraded ``rejected``), and
+round robin over two replicas that keeps answering when one of them stops."""
 
 from __future__ import annotations
 
@@ -14,6 +15,10 @@ import pytest
 
 from cloud.repository import ModelRepository
 from cloud.server import CloudConfig, CloudServer
+from edge.channel import ClientTLS
+from edge.client import CloudClient
+from edge.errors import CloudRejected
+from edge.runtime import EdgeRuntime
 from protos import health_pb2, health_pb2_grpc, params
 from protos import inference_pb2 as pb
 from protos.bundle import Bundle, Manifest
@@ -33,6 +38,20 @@ UNAUTHENTICATED = grpc.StatusCode.UNAUTHENTICATED
 def repository(bundle: Bundle) -> ModelRepository:
     """One set of ONNX sessions shared by the servers of this module (loading is the slow part of a start)."""
     return ModelRepository.from_bundles([bundle.root], threads=1)
+
+
+class CountingRepository:
+    """A repository that counts the models it hands out: how many inference calls its server served."""
+
+    def __init__(self, inner: ModelRepository) -> None:
+        self.inner, self.served = inner, 0
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    def get(self, name: str, version: str = "") -> Any:
+        self.served += 1
+        return self.inner.get(name, version)
 
 
 @contextmanager
@@ -245,3 +264,91 @@ def test_hostile_shapes_are_refused_before_allocation(
         details = _expect(lambda: stub.ModelInfer(request, timeout=10), INVALID)
         assert all(word in details for word in words), details
         _assert_serving(stub, manifest)
+
+
+# --- the edge: TLS and token end to end, a wrong token, round robin -------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def secure_port(bundle: Bundle, repository: ModelRepository, pki: PKI) -> Iterator[int]:
+    """Mutual TLS and tokens together."""
+    tls = {"tls_cert": pki.server_cert, "tls_key": pki.server_key, "tls_client_ca": pki.ca}
+    with _server(bundle, repository, auth_tokens=TOKENS, **tls) as server:
+        with grpc.secure_channel(f"127.0.0.1:{server.port}", _credentials(pki, "client")) as channel:
+            grpc.channel_ready_future(channel).result(timeout=10)
+        yield server.port
+
+
+def _edge(bundle: Bundle, client: CloudClient) -> EdgeRuntime:
+    """An edge that offloads every request at split point 1 (no exits), with a generous deadline."""
+    return EdgeRuntime(bundle, cloud=client, split=1, exits=False, deadline_ms=5000)
+
+
+def test_edge_offloads_over_mutual_tls_with_a_token(secure_port: int, bundle: Bundle, pki: PKI, digits) -> None:  # type: ignore[no-untyped-def]
+    m = bundle.manifest
+    tls = ClientTLS(ca=pki.ca, cert=pki.client_cert, key=pki.client_key)
+    client = CloudClient(
+        f"127.0.0.1:{secure_port}", model=m.model, bundle_hash=m.content_hash, tls=tls, token=TOKENS[1]
+    )
+    try:
+        client.wait_ready(timeout_s=10)
+        assert client.ping() > 0
+        answers = [_edge(bundle, client).infer(x) for x in digits.x_test[:5]]
+    finally:
+        client.close()
+    assert all(a.source == "cloud" and a.degraded is None and a.bytes_sent > 0 for a in answers), answers
+
+
+def test_edge_with_a_wrong_token_answers_locally_marked_rejected(  # type: ignore[no-untyped-def]
+    secure_port: int, bundle: Bundle, pki: PKI, digits
+) -> None:
+    m = bundle.manifest
+    tls = ClientTLS(ca=pki.ca, cert=pki.client_cert, key=pki.client_key, server_name="localhost")
+    client = CloudClient(f"127.0.0.1:{secure_port}", model=m.model, bundle_hash=m.content_hash, tls=tls, token=WRONG)
+    try:
+        with pytest.raises(CloudRejected, match="UNAUTHENTICATED"):
+            client.wait_ready(timeout_s=10)
+        runtime = _edge(bundle, client)
+        answers = [runtime.infer(x) for x in digits.x_test[:4]]
+    finally:
+        client.close()
+    assert all(a.source == "edge" and a.degraded == "rejected" for a in answers), answers
+    stats = runtime.stats()
+    assert stats["fallbacks"]["rejected"] == 4 and stats["breaker"]["state"] == "closed"
+
+
+@pytest.mark.parametrize("secure", [False, True], ids=["plaintext", "tls-token"])
+def test_round_robin_over_two_replicas_survives_one_stopping(  # type: ignore[no-untyped-def]
+    bundle: Bundle, repository: ModelRepository, pki: PKI, digits, secure: bool
+) -> None:
+    config: dict[str, Any] = {"auth_tokens": TOKENS, "tls_cert": pki.server_cert, "tls_key": pki.server_key}
+    config = config if secure else {}
+    counters = [CountingRepository(repository), CountingRepository(repository)]
+    with _server(bundle, counters[0], **config) as first, _server(bundle, counters[1], **config) as second:
+        m = bundle.manifest
+        client = CloudClient(
+            f"127.0.0.1:{first.port},127.0.0.1:{second.port}",
+            model=m.model,
+            bundle_hash=m.content_hash,
+            tls=ClientTLS(ca=pki.ca) if secure else None,
+            token=TOKENS[0] if secure else None,
+        )
+        try:
+            client.wait_ready(timeout_s=10)
+            runtime = _edge(bundle, client)
+            samples = digits.x_test
+            for i in range(200):  # the second replica connects while the first serves; both serve within 200 calls
+                assert runtime.infer(samples[i % len(samples)]).source == "cloud"
+                if all(c.served for c in counters):
+                    break
+            before = [c.served for c in counters]
+            answers = [runtime.infer(x) for x in samples[:20]]
+            spread = [c.served - b for c, b in zip(counters, before, strict=True)]
+            first.stop(grace=1.0)
+            stopped_at = counters[0].served
+            after = [runtime.infer(x) for x in samples[:20]]
+        finally:
+            client.close()
+    assert all(a.source == "cloud" for a in answers) and min(spread) >= 5, spread  # round robin: 10 and 10
+    assert all(a.source == "cloud" and a.degraded is None for a in after), after
+    assert counters[0].served == stopped_at and counters[1].served >= before[1] + spread[1] + 20

@@ -1,5 +1,5 @@
-"""Pure logic of the cloud's security settings: token files and tokens, model names, TLS file checks. Error
-messages name the bad value, never a secret."""
+"""Pure logic of the security settings: token files and tokens, model names, TLS file checks on both sides, and
+the gRPC target for one or several cloud replicas. Error messages name the bad value, never a secret."""
 
 from __future__ import annotations
 
@@ -13,7 +13,8 @@ from cloud.errors import InvalidArgument
 from cloud.names import validate_model_name, validate_version
 from cloud.security import check_tls_files
 from cloud.server import CloudConfig
-from protos.credentials import bearer_metadata, check_token, parse_tokens, read_tokens
+from edge.channel import ClientTLS, CloudTarget
+from protos.credentials import bearer_metadata, check_token, parse_tokens, read_pem, read_tokens
 
 GOOD = "a-good-token-0123456789"
 OTHER = "another-token-0123456789"
@@ -122,3 +123,66 @@ def test_cloud_tls_files_are_checked(pki: Any, tmp_path: Path) -> None:
             check_tls_files(*args)
     with pytest.raises(ValueError, match="--tls-cert needs --tls-key"):
         CloudConfig(bundles=("b",), tls_cert=pki.server_cert)
+
+
+def test_edge_tls_files_are_checked(pki: Any, tmp_path: Path) -> None:
+    ClientTLS(ca=pki.ca, cert=pki.client_cert, key=pki.client_key)
+    ClientTLS()  # the system's roots
+    with pytest.raises(ValueError, match="--cloud-cert and --cloud-key go together"):
+        ClientTLS(ca=pki.ca, cert=pki.client_cert)
+    with pytest.raises(ValueError, match=r"--cloud-ca '.*gone\.pem': cannot read it"):
+        ClientTLS(ca=str(tmp_path / "gone.pem"))
+    assert read_pem("--x", pki.ca).startswith(b"-----BEGIN CERTIFICATE")
+
+
+# --- targets -----------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("spec", "target", "hosts"),
+    [
+        ("127.0.0.1:8001", "127.0.0.1:8001", ()),
+        ("cloud.internal:8001", "cloud.internal:8001", ()),
+        ("dns:///cloud.internal:8001", "dns:///cloud.internal:8001", ()),
+        ("127.0.0.1:8001, 127.0.0.1:8002", "ipv4:127.0.0.1:8001,127.0.0.1:8002", ("127.0.0.1", "127.0.0.1")),
+        (
+            "10.0.0.1:1,10.0.0.2:2,10.0.0.3:3",
+            "ipv4:10.0.0.1:1,10.0.0.2:2,10.0.0.3:3",
+            ("10.0.0.1", "10.0.0.2", "10.0.0.3"),
+        ),
+        ("[::1]:8001,[fd00::2]:8002", "ipv6:[::1]:8001,[fd00::2]:8002", ("::1", "fd00::2")),
+    ],
+)
+def test_cloud_targets(spec: str, target: str, hosts: tuple[str, ...]) -> None:
+    parsed = CloudTarget.parse(spec)
+    assert (parsed.target, parsed.hosts, parsed.balanced) == (target, hosts, len(hosts) > 1)
+    lb = ("grpc.lb_policy_name", "round_robin")
+    assert (lb in parsed.options(None)) == parsed.balanced
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        ("127.0.0.1:8001,", "an empty entry"),
+        ("cloud-a:8001,cloud-b:8001", "'cloud-a:8001': several replicas are given as IP:PORT"),
+        ("127.0.0.1,127.0.0.1:8002", "'127.0.0.1': several replicas"),
+        ("127.0.0.1:99999,127.0.0.1:8002", "'127.0.0.1:99999'"),
+        ("127.0.0.1:8001,[::1]:8002", "mixes IPv4 and IPv6"),
+    ],
+)
+def test_bad_cloud_targets(spec: str, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        CloudTarget.parse(spec)
+
+
+def test_tls_names_for_replicas(pki: Any) -> None:
+    tls = ClientTLS(ca=pki.ca)
+    same = CloudTarget.parse("127.0.0.1:1,127.0.0.1:2")
+    assert ("grpc.default_authority", "127.0.0.1") in same.options(tls)
+    different = CloudTarget.parse("10.0.0.1:1,10.0.0.2:1")
+    with pytest.raises(ValueError, match="needs --cloud-server-name"):
+        different.options(tls)
+    named = ClientTLS(ca=pki.ca, server_name="cloud.internal")
+    assert ("grpc.default_authority", "cloud.internal") in different.options(named)
+    assert ("grpc.default_authority", "cloud.internal") in CloudTarget.parse("10.0.0.1:1").options(named)
+    assert not [o for o in CloudTarget.parse("10.0.0.1:1").options(tls) if o[0] == "grpc.default_authority"]
