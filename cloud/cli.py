@@ -5,16 +5,22 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
 import sys
 import threading
+from collections.abc import Mapping
 from types import FrameType
 
 from cloud import logs
 from cloud.batcher import BatchConfig
 from cloud.server import CloudConfig, CloudServer
+from protos.credentials import check_token, read_tokens
 
-__all__ = ["add_arguments", "run"]
+__all__ = ["TOKENS_ENV", "add_arguments", "auth_tokens", "run"]
+
+TOKENS_ENV = "EDGESPLIT_AUTH_TOKENS"
+"""Environment variable: accepted bearer tokens, comma-separated (besides those in ``--auth-token-file``)."""
 
 log = logging.getLogger("edgesplit.cloud")
 
@@ -52,6 +58,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     ops.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     ops.add_argument("--drain-s", type=float, default=10.0, help="on SIGTERM, finish RPCs in flight within N seconds")
 
+    security = parser.add_argument_group("security (default: plaintext, no authentication)")
+    security.add_argument("--tls-cert", metavar="FILE", help="serve TLS with this certificate chain (PEM)")
+    security.add_argument("--tls-key", metavar="FILE", help="the certificate's private key (PEM, unencrypted)")
+    security.add_argument(
+        "--tls-client-ca", metavar="FILE", help="mutual TLS: require client certificates signed by this CA (PEM)"
+    )
+    security.add_argument(
+        "--auth-token-file",
+        metavar="FILE",
+        help=f"require 'authorization: Bearer <token>' on inference calls; one accepted token a line, '#' comments"
+        f" (tokens in ${TOKENS_ENV}, comma-separated, are accepted too); health checks stay open",
+    )
+
 
 def _config(args: argparse.Namespace) -> CloudConfig:
     batching = BatchConfig(
@@ -72,7 +91,24 @@ def _config(args: argparse.Namespace) -> CloudConfig:
         max_message_bytes=args.max_message_mb * 1024 * 1024,
         batching=batching,
         metrics=args.metrics,
+        tls_cert=args.tls_cert,
+        tls_key=args.tls_key,
+        tls_client_ca=args.tls_client_ca,
+        auth_tokens=auth_tokens(args.auth_token_file, os.environ),
     )
+
+
+def auth_tokens(token_file: str | None, environ: Mapping[str, str]) -> tuple[str, ...]:
+    """The accepted tokens: those in ``token_file`` and in ``environ[TOKENS_ENV]`` (comma-separated), deduplicated.
+
+    Raises:
+        ValueError: the file cannot be read or a token is invalid (never quoting the token).
+    """
+    tokens = list(read_tokens(token_file)) if token_file else []
+    for i, token in enumerate(t.strip() for t in environ.get(TOKENS_ENV, "").split(",")):
+        if token:
+            tokens.append(check_token(token, f"${TOKENS_ENV}, entry {i + 1}"))
+    return tuple(dict.fromkeys(tokens))
 
 
 def run(args: argparse.Namespace) -> int:
@@ -99,8 +135,10 @@ def run(args: argparse.Namespace) -> int:
     if server.metrics_port:
         host = (config.metrics or "").rpartition(":")[0]
         print(f"edgesplit cloud: metrics on http://{host}:{server.metrics_port}/metrics", flush=True)
+    security = ("mutual TLS" if config.tls_client_ca else "TLS") if config.tls else "plaintext"
+    security += ", bearer tokens" if config.auth_tokens else ""
     served = ", ".join(f"{n} {server.repository.versions(n)}" for n in server.repository.names()) or "no models yet"
-    print(f"edgesplit cloud: serving {served} on {config.host}:{port}", flush=True)
+    print(f"edgesplit cloud: serving {served} on {config.host}:{port} ({security})", flush=True)
     stop.wait()
     log.info("draining", extra={"fields": {"grace_s": args.drain_s}})
     server.stop(grace=args.drain_s)

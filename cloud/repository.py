@@ -21,29 +21,19 @@ import threading
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
-from cloud.errors import FailedPrecondition, InvalidArgument, ModelNotFound
+from cloud.errors import FailedPrecondition, ModelNotFound
 from cloud.model import TailModel
+from cloud.names import MODEL_NAME, validate_model_name
 from protos.bundle import MANIFEST, Bundle, BundleError
 
-__all__ = ["ModelRepository", "check_model_name"]
+__all__ = ["ModelRepository"]
 
 log = logging.getLogger("edgesplit.cloud")
 
-_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
 _VERSION = re.compile(r"[1-9][0-9]{0,17}")
 
 ModelFactory = Callable[[Bundle, str], TailModel]
 """Builds the served model for a bundle and a version (the server's threads, batching and metrics)."""
-
-
-def check_model_name(name: str) -> str:
-    """``name`` if it is a valid model name (it may become a directory name), else INVALID_ARGUMENT."""
-    if not _NAME.fullmatch(name) or ".." in name:
-        raise InvalidArgument(
-            f"invalid model name {name[:140]!r}: 1-128 characters from A-Z a-z 0-9 _ . -, starting with a letter"
-            " or digit, without '..'"
-        )
-    return name
 
 
 class ModelRepository:
@@ -61,7 +51,7 @@ class ModelRepository:
         """Load each bundle directory as version 1 of its model; a model given twice is an error."""
         for path in paths:
             bundle = Bundle.load(path)
-            name = check_model_name(bundle.manifest.model)
+            name = validate_model_name(bundle.manifest.model)
             if name in self._models:
                 raise BundleError(f"model {name!r} is given twice (--bundle {path}); serve versions from a repository")
             self._publish(name, "1", self._factory(bundle, "1"))
@@ -101,7 +91,7 @@ class ModelRepository:
         """The model version for a request (see the module's docstring); NOT_FOUND lists what is served."""
         versions = self._models.get(name)
         if versions is None:
-            check_model_name(name)
+            validate_model_name(name)
             raise ModelNotFound(f"unknown model {name!r}; served models: {self.names()}")
         if version:
             model = versions.get(version)
@@ -127,7 +117,7 @@ class ModelRepository:
 
     def _walk(self, root: Path) -> Iterable[tuple[tuple[str, str], Path]]:
         for model_dir in sorted(root.iterdir()) if root.is_dir() else []:
-            if not model_dir.is_dir() or not _NAME.fullmatch(model_dir.name) or ".." in model_dir.name:
+            if not model_dir.is_dir() or not MODEL_NAME.fullmatch(model_dir.name) or ".." in model_dir.name:
                 continue
             for version_dir in model_dir.iterdir():
                 if _VERSION.fullmatch(version_dir.name) and (version_dir / MANIFEST).is_file():

@@ -1,5 +1,9 @@
 """Build, start and stop the cloud gRPC server.
 
+Without TLS files the port is plaintext; with ``tls_cert`` and ``tls_key`` it is TLS, and with ``tls_client_ca``
+too, mutual TLS (clients must present a certificate that CA signed). With ``auth_tokens``, every inference call
+needs one of them as a bearer token (:mod:`cloud.auth`); health checks stay open.
+
 Example:
     >>> server = CloudServer(CloudConfig(bundles=("bundle/",), port=0))    # doctest: +SKIP
     >>> port = server.start()                                               # doctest: +SKIP
@@ -17,15 +21,18 @@ from typing import Any
 
 import grpc
 
+from cloud.auth import TokenAuthInterceptor
 from cloud.batcher import BatchConfig
 from cloud.errors import ErrorInterceptor
 from cloud.health import HealthServicer
 from cloud.metrics import CloudMetrics
 from cloud.model import TailModel
 from cloud.repository import ModelRepository
+from cloud.security import check_tls_files, server_credentials
 from cloud.servicer import InferenceServicer
 from protos import health_pb2_grpc, inference_pb2_grpc
 from protos.bundle import Bundle
+from protos.credentials import check_token
 from protos.exposition import MetricsServer
 
 __all__ = ["CloudConfig", "CloudServer"]
@@ -51,6 +58,9 @@ class CloudConfig:
         max_message_bytes: gRPC message-size limit; tensors are limited to half of it in elements.
         batching: dynamic batching (Triton's ``max_batch_size`` and ``max_queue_delay_us``) and queue bounds.
         metrics: ``HOST:PORT`` for Prometheus metrics at ``/metrics`` (None: off).
+        tls_cert, tls_key: PEM files: the port is TLS.
+        tls_client_ca: the CA that signs client certificates: mutual TLS.
+        auth_tokens: bearer tokens, any of which is accepted (never shown in the repr).
     """
 
     bundles: tuple[str, ...] = ()
@@ -64,6 +74,10 @@ class CloudConfig:
     max_message_bytes: int = 64 * 1024 * 1024
     batching: BatchConfig = field(default_factory=BatchConfig)
     metrics: str | None = None
+    tls_cert: str | None = None
+    tls_key: str | None = None
+    tls_client_ca: str | None = None
+    auth_tokens: tuple[str, ...] = field(default=(), repr=False)
 
     def __post_init__(self) -> None:
         if not self.bundles and self.repository is None:
@@ -79,6 +93,16 @@ class CloudConfig:
             raise ValueError(f"max_message_bytes must be in 1024..2**31-1, got {self.max_message_bytes}")
         if self.poll_s < 0:
             raise ValueError(f"poll_s must be >= 0 (0: no polling), got {self.poll_s}")
+        check_tls_files(self.tls_cert, self.tls_key, self.tls_client_ca)
+        if not isinstance(self.auth_tokens, tuple):
+            raise ValueError(f"auth_tokens must be a tuple of tokens, got a {type(self.auth_tokens).__name__}")
+        for i, token in enumerate(self.auth_tokens):
+            check_token(token, f"auth_tokens[{i}]")
+
+    @property
+    def tls(self) -> bool:
+        """Whether the port is TLS."""
+        return self.tls_cert is not None
 
 
 class CloudServer:
@@ -97,9 +121,14 @@ class CloudServer:
             ("grpc.max_receive_message_length", config.max_message_bytes),
             ("grpc.max_send_message_length", config.max_message_bytes),
         ]
+        interceptors: list[grpc.ServerInterceptor] = [ErrorInterceptor(self._observe)]
+        if config.auth_tokens:
+            interceptors.append(TokenAuthInterceptor(config.auth_tokens))  # inside the error interceptor: counted
+            if not config.tls:
+                log.warning("bearer tokens on a plaintext port: anyone on the path can read them; use --tls-cert")
         self._server = grpc.server(
             futures.ThreadPoolExecutor(max_workers=config.workers, thread_name_prefix="edgesplit-cloud"),
-            interceptors=[ErrorInterceptor(self._observe)],
+            interceptors=interceptors,
             options=limits,
             maximum_concurrent_rpcs=config.max_concurrent_rpcs,
         )
@@ -121,7 +150,7 @@ class CloudServer:
 
     def start(self) -> int:
         """Bind and start; returns the bound port (useful with ``port=0``)."""
-        self.port = self._server.add_insecure_port(f"{self.config.host}:{self.config.port}")
+        self.port = self._bind(f"{self.config.host}:{self.config.port}")
         if self.port == 0:
             raise OSError(f"could not bind {self.config.host}:{self.config.port}")
         self._server.start()
@@ -141,6 +170,12 @@ class CloudServer:
         for change in changes:
             log.info("repository: %s", change)
         return changes
+
+    def _bind(self, address: str) -> int:
+        c = self.config
+        if c.tls_cert is None or c.tls_key is None:
+            return self._server.add_insecure_port(address)
+        return self._server.add_secure_port(address, server_credentials(c.tls_cert, c.tls_key, c.tls_client_ca))
 
     def wait(self, timeout: float | None = None) -> bool:
         """Block until the server stops (or ``timeout``)."""

@@ -1,5 +1,6 @@
 """``inference.GRPCInferenceService``: each method converts the message, asks the repository, converts back.
 
+Model names and versions are checked against a strict pattern (:mod:`cloud.names`) before any lookup.
 No try/except here: errors raised below become status codes in :class:`cloud.errors.ErrorInterceptor`.
 """
 
@@ -9,6 +10,7 @@ import time
 
 import grpc
 
+from cloud.names import validate_model_name, validate_version
 from cloud.repository import ModelRepository
 from protos import inference_pb2 as pb
 from protos import inference_pb2_grpc, params
@@ -40,7 +42,7 @@ class InferenceServicer(inference_pb2_grpc.GRPCInferenceServiceServicer):
         return pb.ServerReadyResponse(ready=bool(self._repository.names()))
 
     def ModelReady(self, request: pb.ModelReadyRequest, context: grpc.ServicerContext) -> pb.ModelReadyResponse:
-        self._repository.get(request.name, request.version)
+        self._repository.get(validate_model_name(request.name), validate_version(request.version))
         return pb.ModelReadyResponse(ready=True)  # loaded means ready: a version is published once it can serve
 
     def ServerMetadata(
@@ -51,7 +53,7 @@ class InferenceServicer(inference_pb2_grpc.GRPCInferenceServiceServicer):
     def ModelMetadata(
         self, request: pb.ModelMetadataRequest, context: grpc.ServicerContext
     ) -> pb.ModelMetadataResponse:
-        manifest = self._repository.get(request.name, request.version).manifest
+        manifest = self._repository.get(validate_model_name(request.name), validate_version(request.version)).manifest
         return pb.ModelMetadataResponse(
             name=manifest.model,
             versions=self._repository.versions(manifest.model),
@@ -63,9 +65,8 @@ class InferenceServicer(inference_pb2_grpc.GRPCInferenceServiceServicer):
     def ModelInfer(self, request: pb.ModelInferRequest, context: grpc.ServicerContext) -> pb.ModelInferResponse:
         start = time.perf_counter()
         parameters = request.parameters
-        model = self._repository.get(
-            request.model_name, request.model_version, get_param(parameters, params.BUNDLE_HASH)
-        )
+        name, version = validate_model_name(request.model_name), validate_version(request.model_version)
+        model = self._repository.get(name, version, get_param(parameters, params.BUNDLE_HASH))
         inputs = request_inputs(request, max_elements=self._max_elements)
         split = model.resolve_split(get_param(parameters, params.SPLIT_POINT), inputs)
         logits = model.infer(split, inputs, get_param(parameters, params.CODEC), context.time_remaining())

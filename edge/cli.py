@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from edge.adapt import AdaptiveEdge
+from edge.channel import ClientTLS
 from edge.client import CloudClient
 from edge.errors import EdgeError
 from edge.evaluate import evaluate
@@ -21,6 +22,7 @@ from edge.runtime import EdgeRuntime
 from edge.server import EdgeServer
 from protos.bundle import Bundle, Manifest
 from protos.codecs import CODECS
+from protos.credentials import read_tokens
 
 __all__ = ["add_arguments", "run"]
 
@@ -28,7 +30,12 @@ __all__ = ["add_arguments", "run"]
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The subcommand's options."""
     parser.add_argument("--bundle", required=True, type=Path, metavar="DIR", help="bundle directory")
-    parser.add_argument("--cloud", metavar="HOST:PORT", help="cloud server; without it the edge runs alone")
+    parser.add_argument(
+        "--cloud",
+        metavar="HOST:PORT[,HOST:PORT...]",
+        help="cloud server; several IP:PORT comma-separated: round robin over the replicas; without it the edge"
+        " runs alone",
+    )
     parser.add_argument("--split", type=int, help="split point (default: the manifest's; edge-only without --cloud)")
     parser.add_argument(
         "--input", type=Path, metavar="NPY", help="model-ready samples, shape [N, *input shape], float32"
@@ -64,12 +71,37 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--race", action="store_true", help="run the rest locally while the tensor is in flight")
     parser.add_argument("--json", type=Path, metavar="PATH", help="write the summary (with --labels) as JSON")
+    security = parser.add_argument_group("cloud security (default: plaintext, no token)")
+    security.add_argument("--cloud-ca", metavar="FILE", help="TLS: verify the cloud with this CA certificate (PEM)")
+    security.add_argument("--cloud-cert", metavar="FILE", help="mutual TLS: this edge's certificate (PEM)")
+    security.add_argument("--cloud-key", metavar="FILE", help="mutual TLS: its private key (PEM)")
+    security.add_argument(
+        "--cloud-server-name", metavar="NAME", help="TLS: the name the cloud's certificate carries, if not the host"
+    )
+    security.add_argument(
+        "--cloud-token-file", metavar="FILE", help="send the file's first token as 'authorization: Bearer <token>'"
+    )
+
+
+def _tls(args: argparse.Namespace) -> ClientTLS | None:
+    """TLS when any of --cloud-ca, --cloud-cert, --cloud-key or --cloud-server-name is given."""
+    if not any((args.cloud_ca, args.cloud_cert, args.cloud_key, args.cloud_server_name)):
+        return None
+    return ClientTLS(args.cloud_ca, args.cloud_cert, args.cloud_key, args.cloud_server_name)
 
 
 def _client(args: argparse.Namespace, manifest: Manifest) -> CloudClient | None:
     if not args.cloud:
         return None
-    client = CloudClient(args.cloud, model=manifest.model, bundle_hash=manifest.content_hash, timeout_s=args.timeout)
+    token = read_tokens(args.cloud_token_file)[0] if args.cloud_token_file else None
+    client = CloudClient(
+        args.cloud,
+        model=manifest.model,
+        bundle_hash=manifest.content_hash,
+        timeout_s=args.timeout,
+        tls=_tls(args),
+        token=token,
+    )
     try:
         client.wait_ready(args.timeout)
     except EdgeError as err:  # the edge keeps answering: locally, degraded, until the cloud is back

@@ -1,5 +1,8 @@
 """The edge's gRPC client for the cloud: one channel, one stub, requests built without extra copies.
 
+The channel may span several cloud replicas (round robin) and use TLS or mutual TLS (:mod:`edge.channel`); a bearer
+token, when given, rides on every call as metadata built once.
+
 :meth:`CloudClient.infer` blocks; :meth:`CloudClient.infer_async` returns a :class:`PendingReply` at once (the
 gRPC future API), so the edge can go on computing while the tensor is in flight, poll it, or cancel it.
 """
@@ -13,10 +16,12 @@ from typing import Any, NamedTuple
 import grpc
 import numpy as np
 
+from edge.channel import ClientTLS, CloudTarget
 from edge.errors import CloudRejected, CloudUnavailable, EdgeError
 from protos import inference_pb2 as pb
 from protos import inference_pb2_grpc, params
 from protos.codecs import Codec, encode
+from protos.credentials import bearer_metadata
 from protos.tensors import add_input, get_param, response_outputs, set_param
 
 __all__ = ["CloudClient", "CloudReply", "PendingReply"]
@@ -34,7 +39,7 @@ class CloudReply(NamedTuple):
 FP32 = Codec()
 
 # Status codes after which the edge may fall back and try again later, with the reason a degraded answer gives;
-# any other code is a rejection.
+# any other code (UNAUTHENTICATED and PERMISSION_DENIED included) is a rejection.
 _TRANSIENT = {
     grpc.StatusCode.UNAVAILABLE: "unavailable",
     grpc.StatusCode.DEADLINE_EXCEEDED: "deadline",
@@ -100,7 +105,17 @@ class PendingReply:
 
 
 class CloudClient:
-    """Sends split tensors to ``target`` (``host:port``) for ``model`` and returns the logits.
+    """Sends split tensors to ``target`` for ``model`` and returns the logits.
+
+    Args:
+        target: ``host:port`` (any gRPC target), or several ``IP:PORT`` comma-separated: round robin over them.
+        model: The model name (the bundle's).
+        bundle_hash: The bundle's content hash, which the cloud checks.
+        timeout_s: The default call timeout.
+        max_message_bytes: The gRPC message-size limits.
+        max_reconnect_backoff_ms: How long, at most, between reconnection attempts after an outage.
+        tls: TLS (or mutual TLS) settings; None: plaintext.
+        token: A bearer token sent with every call (``authorization: Bearer <token>``); None: none.
 
     Example:
         >>> client = CloudClient("127.0.0.1:8001", model="digits", bundle_hash=manifest.content_hash)  # doctest: +SKIP
@@ -116,25 +131,37 @@ class CloudClient:
         timeout_s: float = 5.0,
         max_message_bytes: int = 64 * 1024 * 1024,
         max_reconnect_backoff_ms: int = 1000,
+        tls: ClientTLS | None = None,
+        token: str | None = None,
     ) -> None:
         if timeout_s <= 0:
             raise ValueError(f"timeout_s must be positive, got {timeout_s}")
         self.target, self.model, self.bundle_hash, self.timeout_s = target, model, bundle_hash, timeout_s
-        self._options = [
+        route = CloudTarget.parse(target)
+        self._target = route.target
+        self._credentials = tls.credentials() if tls is not None else None
+        self._metadata = bearer_metadata(token) if token is not None else None
+        self._options: list[tuple[str, int | str]] = [
             ("grpc.max_receive_message_length", max_message_bytes),
             ("grpc.max_send_message_length", max_message_bytes),
             # after an outage, try to reconnect at least this often (gRPC's default backs off to 120 s)
             ("grpc.initial_reconnect_backoff_ms", min(100, max_reconnect_backoff_ms)),
             ("grpc.min_reconnect_backoff_ms", min(100, max_reconnect_backoff_ms)),
             ("grpc.max_reconnect_backoff_ms", max_reconnect_backoff_ms),
+            *route.options(tls),
         ]
-        self._channel = grpc.insecure_channel(target, options=self._options)
+        self._channel = self._open()
         self._stub = inference_pb2_grpc.GRPCInferenceServiceStub(self._channel)
+
+    def _open(self) -> grpc.Channel:
+        if self._credentials is None:
+            return grpc.insecure_channel(self._target, options=self._options)
+        return grpc.secure_channel(self._target, self._credentials, options=self._options)
 
     def reconnect(self) -> None:
         """Replace the channel with a new one (calls still on the old one are cancelled). A connection that lost
         data silently (a blackhole) may stay stuck after the network recovers; a fresh one does not."""
-        old, channel = self._channel, grpc.insecure_channel(self.target, options=self._options)
+        old, channel = self._channel, self._open()
         self._channel, self._stub = channel, inference_pb2_grpc.GRPCInferenceServiceStub(channel)
         old.close()
 
@@ -142,7 +169,7 @@ class CloudClient:
         """Block until the channel is connected and the server reports ready; CloudUnavailable otherwise."""
         try:
             grpc.channel_ready_future(self._channel).result(timeout=timeout_s)
-            ready = self._stub.ServerReady(pb.ServerReadyRequest(), timeout=timeout_s).ready
+            ready = self._stub.ServerReady(pb.ServerReadyRequest(), timeout=timeout_s, metadata=self._metadata).ready
         except grpc.FutureTimeoutError:
             raise CloudUnavailable(f"cloud at {self.target} not reachable within {timeout_s}s") from None
         except grpc.RpcError as err:
@@ -171,7 +198,7 @@ class CloudClient:
         for i, (key, array) in enumerate(encode(codec, name, tensor).items()):
             add_input(request, key, array, codec.compressor if i == 0 else None)
         start = time.perf_counter()
-        future = self._stub.ModelInfer.future(request, timeout=timeout_s or self.timeout_s)
+        future = self._stub.ModelInfer.future(request, timeout=timeout_s or self.timeout_s, metadata=self._metadata)
         return PendingReply(future, sum(len(raw) for raw in request.raw_input_contents), start)
 
     def ready(self, timeout_s: float | None = None) -> bool:
@@ -179,7 +206,10 @@ class CloudClient:
         check waits for a connection within that time). Never raises for a cloud that is down: that is ``False``."""
         timeout = timeout_s or self.timeout_s
         try:
-            return bool(self._stub.ServerReady(pb.ServerReadyRequest(), timeout=timeout, wait_for_ready=True).ready)
+            reply = self._stub.ServerReady(
+                pb.ServerReadyRequest(), timeout=timeout, wait_for_ready=True, metadata=self._metadata
+            )
+            return bool(reply.ready)
         except grpc.RpcError:
             return False
 
@@ -187,7 +217,7 @@ class CloudClient:
         """One ServerLive round trip (a few bytes each way); its duration in ms. Measures the link's RTT."""
         start = time.perf_counter()
         try:
-            self._stub.ServerLive(pb.ServerLiveRequest(), timeout=timeout_s or self.timeout_s)
+            self._stub.ServerLive(pb.ServerLiveRequest(), timeout=timeout_s or self.timeout_s, metadata=self._metadata)
         except grpc.RpcError as err:
             raise _translate(err) from None
         return (time.perf_counter() - start) * 1e3

@@ -1,12 +1,13 @@
 """Shared fixtures. Tests are marked by folder: tests/unit -> unit, tests/integration -> integration, tests/e2e -> e2e.
 
 The ``bundle`` fixture trains a small network on the digits for a few epochs (seconds) and exports it once per
-session; ``cloud`` serves it in-process on 127.0.0.1 with a free port.
+session; ``cloud`` serves it in-process on 127.0.0.1 with a free port. ``pki`` writes test certificates.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
@@ -70,3 +71,46 @@ def cloud(bundle) -> Iterator[str]:  # type: ignore[no-untyped-def]
         grpc.channel_ready_future(channel).result(timeout=10)
     yield target
     server.stop(grace=1.0)
+
+
+@dataclass(frozen=True)
+class PKI:
+    """PEM files: a CA, a server certificate for localhost and 127.0.0.1, a client certificate from the same CA,
+    and a client certificate from another CA (which the server must refuse)."""
+
+    ca: str
+    server_cert: str
+    server_key: str
+    client_cert: str
+    client_key: str
+    other_ca: str
+    other_client_cert: str
+    other_client_key: str
+
+
+@pytest.fixture(scope="session")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> PKI:
+    import trustme
+
+    root = tmp_path_factory.mktemp("pki")
+    ca, other = trustme.CA(), trustme.CA()
+    files: dict[str, str] = {}
+
+    def write(name: str, blob: trustme.Blob) -> None:
+        path = root / f"{name}.pem"
+        blob.write_to_path(str(path))
+        files[name] = str(path)
+
+    write("ca", ca.cert_pem)
+    write("other_ca", other.cert_pem)
+    for name, issuer, identity in [
+        ("server", ca, ("localhost", "127.0.0.1")),
+        ("client", ca, ("edge-1.example",)),
+        ("other_client", other, ("edge-2.example",)),
+    ]:
+        cert = issuer.issue_cert(*identity)
+        write(f"{name}_key", cert.private_key_pem)
+        path = root / f"{name}_cert.pem"
+        path.write_bytes(b"".join(blob.bytes() for blob in cert.cert_chain_pems))
+        files[f"{name}_cert"] = str(path)
+    return PKI(**files)

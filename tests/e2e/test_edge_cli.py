@@ -71,3 +71,33 @@ def _ask_then_stop(process: subprocess.Popen[str], bundle, digits) -> None:  # t
     finally:
         process.terminate()
         assert process.wait(timeout=30) == 0
+
+
+def test_edge_cli_offloads_over_mutual_tls_with_a_token(bundle, digits, pki, tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """``edgesplit cloud`` with TLS, client certificates and tokens (a file and the environment); ``edgesplit edge``
+    with the matching flags offloads every sample; with a wrong token it answers them all locally, degraded."""
+    from cloud.cli import TOKENS_ENV
+    from cloud.process import CloudProcess
+
+    n = 4
+    np.save(tmp_path / "x.npy", digits.x_test[:n])
+    tokens = {name: tmp_path / f"{name}.token" for name in ("server", "edge", "wrong")}
+    tokens["server"].write_text("# accepted\nfirst-token-0123456789abcdef\n")
+    tokens["edge"].write_text("second-token-0123456789abcdef\n")
+    tokens["wrong"].write_text("wrong-token-0123456789abcdef\n")
+    monkeypatch.setenv(TOKENS_ENV, "second-token-0123456789abcdef")
+    tls = ["--tls-cert", pki.server_cert, "--tls-key", pki.server_key, "--tls-client-ca", pki.ca]
+    with CloudProcess([bundle.root], [*tls, "--auth-token-file", str(tokens["server"])]) as cloud:
+        command = [sys.executable, "-m", "split.cli", "edge", "--bundle", str(bundle.root), "--cloud", cloud.target]
+        command += ["--cloud-ca", pki.ca, "--cloud-cert", pki.client_cert, "--cloud-key", pki.client_key]
+        command += ["--split", "1", "--no-exits", "--timeout", "10", "--deadline-ms", "5000"]
+        command += ["--input", str(tmp_path / "x.npy")]
+        rows = {}
+        for name in ("edge", "wrong"):
+            done = subprocess.run(
+                [*command, "--cloud-token-file", str(tokens[name])], capture_output=True, text=True, timeout=120
+            )
+            assert done.returncode == 0, done.stderr
+            rows[name] = [row.split("\t") for row in done.stdout.strip().splitlines()]
+    assert len(rows["edge"]) == n and all(row[3] == "cloud" and len(row) == 4 for row in rows["edge"]), rows
+    assert len(rows["wrong"]) == n and all(row[3:] == ["edge", "degraded: rejected"] for row in rows["wrong"]), rows
