@@ -13,6 +13,7 @@ import grpc
 import numpy as np
 import pytest
 
+from cloud.model import TailModel
 from cloud.repository import ModelRepository
 from cloud.server import CloudConfig, CloudServer
 from edge.channel import ClientTLS
@@ -37,7 +38,9 @@ UNAUTHENTICATED = grpc.StatusCode.UNAUTHENTICATED
 @pytest.fixture(scope="module")
 def repository(bundle: Bundle) -> ModelRepository:
     """One set of ONNX sessions shared by the servers of this module (loading is the slow part of a start)."""
-    return ModelRepository.from_bundles([bundle.root], threads=1)
+    repository = ModelRepository(lambda b, version: TailModel(b, version, threads=1))
+    repository.add_bundles([bundle.root])
+    return repository
 
 
 class CountingRepository:
@@ -49,9 +52,12 @@ class CountingRepository:
     def __getattr__(self, name: str) -> Any:
         return getattr(self.inner, name)
 
-    def get(self, name: str, version: str = "") -> Any:
+    def __contains__(self, name: object) -> bool:
+        return name in self.inner
+
+    def get(self, name: str, version: str = "", content_hash: object = None) -> Any:
         self.served += 1
-        return self.inner.get(name, version)
+        return self.inner.get(name, version, content_hash)
 
 
 @contextmanager
