@@ -15,6 +15,7 @@ import grpc
 
 from cloud.errors import ErrorInterceptor
 from cloud.health import HealthServicer
+from cloud.reflection import enable_reflection
 from cloud.repository import ModelRepository
 from cloud.servicer import InferenceServicer
 from protos import health_pb2_grpc, inference_pb2_grpc
@@ -67,6 +68,7 @@ class CloudServer:
             InferenceServicer(self.repository, max_elements), self._server
         )
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self._server)
+        enable_reflection(self._server)
         self.port = 0
 
     def start(self) -> int:
