@@ -70,3 +70,15 @@ def cloud(bundle) -> Iterator[str]:  # type: ignore[no-untyped-def]
         grpc.channel_ready_future(channel).result(timeout=10)
     yield target
     server.stop(grace=1.0)
+
+
+@pytest.fixture(scope="session")
+def interop_python() -> Path:
+    """``.venv-interop/bin/python``: third-party clients (tritonclient) with their own protobuf, run in a subprocess.
+
+    ``make install`` builds it from ``constraints-interop.txt``; CI runs these tests, so a missing one fails.
+    """
+    python = Path(__file__).resolve().parent.parent / ".venv-interop" / "bin" / "python"
+    if not python.is_file():
+        pytest.fail(f"{python} is missing: run `make install` (it builds .venv-interop with tritonclient)")
+    return python

@@ -26,9 +26,7 @@ from protos.codecs import Codec, encode
 from protos.inference_pb2_grpc import GRPCInferenceServiceStub
 from protos.tensors import add_input, response_outputs, set_param
 
-ROOT = Path(__file__).resolve().parents[2]
-INTEROP_PYTHON = ROOT / ".venv-interop" / "bin" / "python"
-SCRIPT = ROOT / "tests" / "interop" / "triton_client.py"
+SCRIPT = Path(__file__).resolve().parents[1] / "interop" / "triton_client.py"
 BATCH = 3
 
 
@@ -76,11 +74,9 @@ def _ours(stub: GRPCInferenceServiceStub, model: str, case: dict[str, Any]) -> n
     return logits
 
 
-def _run_tritonclient(target: str, model: str, cases_path: Path) -> dict[str, Any]:
-    if not INTEROP_PYTHON.is_file():
-        pytest.fail(f"{INTEROP_PYTHON} is missing: run `make install` (it builds .venv-interop with tritonclient)")
+def _run_tritonclient(python: Path, target: str, model: str, cases_path: Path) -> dict[str, Any]:
     result = subprocess.run(
-        [str(INTEROP_PYTHON), str(SCRIPT), target, model, str(cases_path)],
+        [str(python), str(SCRIPT), target, model, str(cases_path)],
         capture_output=True,
         text=True,
         timeout=120,
@@ -91,7 +87,7 @@ def _run_tritonclient(target: str, model: str, cases_path: Path) -> dict[str, An
 
 
 @pytest.fixture(scope="module")
-def report(bundle: Bundle, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+def report(bundle: Bundle, tmp_path_factory: pytest.TempPathFactory, interop_python: Path) -> Iterator[dict[str, Any]]:
     """What tritonclient saw (``sync``, ``aio``) and our own logits per case (``ours``), from one real server."""
     tmp_path = tmp_path_factory.mktemp("tritonclient")
     cases = _cases(bundle, tmp_path)
@@ -101,7 +97,7 @@ def report(bundle: Bundle, tmp_path_factory: pytest.TempPathFactory) -> Iterator
     try:
         with grpc.insecure_channel(target) as channel:
             grpc.channel_ready_future(channel).result(timeout=10)
-            got = _run_tritonclient(target, bundle.manifest.model, tmp_path / "cases.json")
+            got = _run_tritonclient(interop_python, target, bundle.manifest.model, tmp_path / "cases.json")
             stub = GRPCInferenceServiceStub(channel)
             got["ours"] = {case["label"]: _ours(stub, bundle.manifest.model, case) for case in cases}
         yield got
