@@ -4,6 +4,10 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 PIP    := $(BIN)/python -m pip
+# A second, separate virtualenv for third-party clients the interop tests run in a subprocess (tritonclient needs
+# protobuf<7; edgesplit pins 7). Pinned by constraints-interop.txt; `make install` and `make test` build it.
+INTEROP       := .venv-interop
+INTEROP_STAMP := $(INTEROP)/.installed
 
 .PHONY: demo test lint install codegen clean
 
@@ -16,12 +20,19 @@ $(STAMP): $(BIN)/python pyproject.toml constraints.txt
 	$(PIP) install -q -c constraints.txt -e '.[split]' --group dev
 	touch $(STAMP)
 
-install: $(STAMP)
+$(INTEROP)/bin/python:
+	$(PYTHON) -m venv $(INTEROP)
+
+$(INTEROP_STAMP): $(INTEROP)/bin/python constraints-interop.txt
+	$(INTEROP)/bin/python -m pip install -q -c constraints-interop.txt 'tritonclient[grpc]'
+	touch $(INTEROP_STAMP)
+
+install: $(STAMP) $(INTEROP_STAMP)
 
 demo: $(STAMP)
 	$(BIN)/edgesplit demo $(ARGS)
 
-test: $(STAMP)
+test: $(STAMP) $(INTEROP_STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 lint: $(STAMP)
@@ -32,4 +43,4 @@ codegen: $(STAMP)
 	$(BIN)/python -m protos.codegen
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info
+	rm -rf $(VENV) $(INTEROP) .pytest_cache .mypy_cache .ruff_cache *.egg-info

@@ -27,6 +27,7 @@ from cloud.errors import ErrorInterceptor
 from cloud.health import HealthServicer
 from cloud.metrics import CloudMetrics
 from cloud.model import TailModel
+from cloud.reflection import enable_reflection
 from cloud.repository import ModelRepository
 from cloud.security import check_tls_files, server_credentials
 from cloud.servicer import InferenceServicer
@@ -145,6 +146,7 @@ class CloudServer:
         self._stop = threading.Event()
         self._poller: threading.Thread | None = None
         self._reload_lock = threading.Lock()
+        enable_reflection(self._server)
         self.port = 0
         self.metrics_port = 0
 

@@ -14,7 +14,10 @@ __all__ = ["COMMANDS", "main"]
 
 COMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("split.demo", "train, export, serve and run the hybrid on the digits; print the comparison"),
-    "export": ("split.export_cli", "train (cached), calibrate and export a bundle for a family or your own module"),
+    "export": (
+        "split.export_cli",
+        "train (cached), calibrate and export a bundle for a family or your own module (or a Triton repository)",
+    ),
     "profile": ("split.profile", "measure a bundle's latencies, bytes per codec and exit rates into its manifest"),
     "plan": ("edge.plan_cli", "expected latency of every split/codec/exits choice on a network; the best one"),
     "cloud": ("cloud.cli", "serve bundles' tails over KServe v2 gRPC"),

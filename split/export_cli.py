@@ -1,27 +1,43 @@
-"""``edgesplit export``: train (cached), calibrate and export a bundle for a family or a user's own module."""
+"""``edgesplit export``: train (cached), calibrate and export a bundle for a family or a user's own module;
+with ``--format triton``, also (or only, from an existing bundle) a Triton model repository of its tails.
+
+Converting an existing bundle (``--format triton --from-bundle DIR``) imports neither torch nor onnx: the
+training stack is imported only when a bundle is made.
+"""
 
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+from protos.bundle import Bundle
 from protos.codecs import CODECS
-from split.data import load_dataset
-from split.models import FAMILIES
-from split.partition import ModelConfig
-from split.pipeline import BundleConfig, UserModel, default_cache_dir, make_bundle
-from split.train import TrainConfig
 
-__all__ = ["add_arguments", "run"]
+if TYPE_CHECKING:
+    from split.triton import TritonModel
+
+__all__ = ["FAMILY_NAMES", "FORMATS", "add_arguments", "run"]
+
+FAMILY_NAMES = ("mobilenetv2", "resnet", "squeezenet")
+"""The keys of :data:`split.models.FAMILIES` (named here so that the options need no torch; a test compares)."""
+
+FORMATS = ("bundle", "triton")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The subcommand's options."""
-    parser.add_argument("--out", type=Path, required=True, metavar="DIR", help="the bundle directory to write")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        required=True,
+        metavar="DIR",
+        help="the bundle directory to write; with --format triton, the Triton model repository",
+    )
     parser.add_argument("--dataset", default="digits", choices=["digits", "fashion-mnist"])
     parser.add_argument("--data-dir", type=Path, default=None, help="directory of the four Fashion-MNIST IDX files")
     model = parser.add_argument_group("model: a built-in family, or a Python file and the function that builds it")
-    model.add_argument("--family", default="mobilenetv2", choices=sorted(FAMILIES))
+    model.add_argument("--family", default="mobilenetv2", choices=FAMILY_NAMES)
     model.add_argument("--width", type=float, default=0.5, help="width multiplier of the family")
     model.add_argument("--model-file", type=Path, default=None, help="a Python file defining the model")
     model.add_argument("--model-fn", default="build", help="the function in --model-file that returns the module")
@@ -40,10 +56,64 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--default-split", type=int, default=1, help="the split point the edge starts with")
     parser.add_argument("--codec", default="fp32", choices=CODECS, help="the edge's default wire codec")
     parser.add_argument("--cache-dir", type=Path, default=None, help="trained models (default: $EDGESPLIT_CACHE)")
+    _add_triton_arguments(parser)
+
+
+def _add_triton_arguments(parser: argparse.ArgumentParser) -> None:
+    triton = parser.add_argument_group("Triton model repository (--format triton)")
+    triton.add_argument(
+        "--format",
+        default="bundle",
+        choices=FORMATS,
+        help="bundle (default), or triton: a Triton model repository of the bundle's tails at --out",
+    )
+    triton.add_argument("--from-bundle", type=Path, default=None, metavar="DIR", help="convert this bundle")
+    triton.add_argument(
+        "--bundle-out", type=Path, default=None, metavar="DIR", help="without --from-bundle: make the bundle here first"
+    )
+    triton.add_argument("--max-batch-size", type=int, default=32, help="Triton max_batch_size (default %(default)s)")
+    triton.add_argument(
+        "--max-queue-delay-us",
+        type=int,
+        default=500,
+        help="the dynamic batcher's max_queue_delay_microseconds (default %(default)s)",
+    )
+    triton.add_argument("--model-name", default=None, help="prefix of the model names (default: the bundle's model)")
 
 
 def run(args: argparse.Namespace) -> int:
-    """Make the bundle and print where each exit's threshold landed."""
+    """Make the bundle (or read it) and, with ``--format triton``, write the model repository."""
+    if args.format == "bundle":
+        if args.from_bundle is not None or args.bundle_out is not None:
+            raise ValueError("--from-bundle and --bundle-out go with --format triton")
+        _print_bundle(_make_bundle(args, args.out), args.out)
+        return 0
+    from split.triton import TritonConfig  # validate before any training
+
+    config = TritonConfig(args.max_batch_size, args.max_queue_delay_us)
+    if args.from_bundle is not None:
+        bundle = Bundle.load(args.from_bundle)
+    elif args.bundle_out is not None:
+        bundle = _make_bundle(args, args.bundle_out)
+        _print_bundle(bundle, args.bundle_out)
+    else:
+        raise ValueError(
+            "--format triton needs --from-bundle DIR (convert a bundle) or --bundle-out DIR (make the bundle there"
+            " first: the edge runs the same bundle)"
+        )
+    from split.triton import write_repository
+
+    _print_models(write_repository(bundle, args.out, config, args.model_name), args.out)
+    return 0
+
+
+def _make_bundle(args: argparse.Namespace, out: Path) -> Bundle:
+    """Train (cached), calibrate and export the bundle into ``out``: the only path that imports torch."""
+    from split.data import load_dataset
+    from split.partition import ModelConfig
+    from split.pipeline import BundleConfig, UserModel, default_cache_dir, make_bundle
+    from split.train import TrainConfig
+
     kwargs = {"data_dir": args.data_dir} if args.dataset == "fashion-mnist" else {}
     data = load_dataset(args.dataset, **kwargs)
     split_points = tuple(args.split_points) if args.split_points else None
@@ -68,13 +138,23 @@ def run(args: argparse.Namespace) -> int:
         TrainConfig(epochs=args.epochs),
         BundleConfig(args.criterion, args.budget / 100, args.default_split, args.codec, args.confidence),
         cache=args.cache_dir or default_cache_dir(),
-        out=args.out,
+        out=out,
         user=user,
     )
+    return bundle
+
+
+def _print_bundle(bundle: Bundle, out: Path) -> None:
     m = bundle.manifest
-    print(f"bundle {args.out}: {m.model}, {len(m.segments)} segments, split points {list(m.split_indices)}")
+    print(f"bundle {out}: {m.model}, {len(m.segments)} segments, split points {list(m.split_indices)}")
     for e in m.exits:
         stats = dict(e.calibration)
         print(f"  {e.name} after segment {e.after_segment}: {e.criterion} threshold {e.threshold:.4f},"
               f" calibration exit rate {100 * stats.get('exit_rate', 0):.1f}%")  # fmt: skip
-    return 0
+
+
+def _print_models(models: list[TritonModel], repo: Path) -> None:
+    print(f"Triton model repository {repo}: {len(models)} models (tritonserver --model-repository {repo})")
+    for model in models:
+        batching = "not batched" if model.unbatched else "dynamic batching"
+        print(f"  {model.name}: split point {model.split}, {model.format}, {batching}")

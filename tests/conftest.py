@@ -114,3 +114,15 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> PKI:
         path.write_bytes(b"".join(blob.bytes() for blob in cert.cert_chain_pems))
         files[f"{name}_cert"] = str(path)
     return PKI(**files)
+
+
+@pytest.fixture(scope="session")
+def interop_python() -> Path:
+    """``.venv-interop/bin/python``: third-party clients (tritonclient) with their own protobuf, run in a subprocess.
+
+    ``make install`` builds it from ``constraints-interop.txt``; CI runs these tests, so a missing one fails.
+    """
+    python = Path(__file__).resolve().parent.parent / ".venv-interop" / "bin" / "python"
+    if not python.is_file():
+        pytest.fail(f"{python} is missing: run `make install` (it builds .venv-interop with tritonclient)")
+    return python
