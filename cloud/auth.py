@@ -16,7 +16,7 @@ Example:
 from __future__ import annotations
 
 import hmac
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any
 
 import grpc
@@ -38,11 +38,11 @@ _FACTORIES: dict[tuple[bool, bool], Callable[..., grpc.RpcMethodHandler]] = {
 }
 
 
-def _refuse(request: Any, context: grpc.ServicerContext) -> Any:
-    context.abort(grpc.StatusCode.UNAUTHENTICATED, _MESSAGE)
+async def _refuse(request: Any, context: grpc.aio.ServicerContext) -> Any:
+    await context.abort(grpc.StatusCode.UNAUTHENTICATED, _MESSAGE)
 
 
-class TokenAuthInterceptor(grpc.ServerInterceptor):
+class TokenAuthInterceptor(grpc.aio.ServerInterceptor):
     """Refuses calls without a valid bearer token (``UNAUTHENTICATED``), except to methods under ``open_prefixes``.
 
     Args:
@@ -61,16 +61,16 @@ class TokenAuthInterceptor(grpc.ServerInterceptor):
         # built once: the handler a refused call gets, per streaming kind (its request is never deserialized)
         self._refusals = {kind: factory(_refuse) for kind, factory in _FACTORIES.items()}
 
-    def intercept_service(
+    async def intercept_service(
         self,
-        continuation: Callable[[grpc.HandlerCallDetails], grpc.RpcMethodHandler | None],
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
         handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler | None:
+    ) -> grpc.RpcMethodHandler:
         if handler_call_details.method.startswith(self._open) or self._authorized(
             handler_call_details.invocation_metadata
         ):
-            return continuation(handler_call_details)
-        handler = continuation(handler_call_details)
+            return await continuation(handler_call_details)
+        handler = await continuation(handler_call_details)
         if handler is None:
             return None  # an unknown method: UNIMPLEMENTED, as without tokens
         return self._refusals[handler.request_streaming, handler.response_streaming]

@@ -1,4 +1,5 @@
-"""Dynamic batching: requests for the same tail queue up and run as one ONNX Runtime batch.
+"""Dynamic batching on the server's event loop: requests for the same tail queue up and run as one ONNX Runtime
+batch.
 
 The knobs are Triton's: a batch holds at most ``max_batch_size`` samples, and the first request in the queue waits
 at most ``max_queue_delay_us`` for others to join it. With a delay of 0 nothing waits on purpose, yet batches still
@@ -6,21 +7,24 @@ form under load: requests that arrive while a batch runs make up the next one. T
 (``max_queue_size`` samples): past it, :class:`~cloud.errors.Overloaded` (``RESOURCE_EXHAUSTED``) with a retry
 hint, never unbounded memory.
 
+Requests wait as futures on the event loop and a batch runs in a worker thread (ONNX Runtime releases the GIL),
+so a request costs no thread of its own and no thread switch: one hand-off to the worker and one back per batch.
+
 Only requests whose unbatched inputs are byte-identical share a batch (an int8 tail's scale and zero point are
 per request), so batching never changes an answer: each request gets exactly its own rows of the output.
 
 Example:
     >>> batcher = Batcher(lambda feeds: session.run(None, feeds)[0], ("x",), BatchConfig())   # doctest: +SKIP
-    >>> logits = batcher.infer({"x": x}, timeout=1.0)                                          # doctest: +SKIP
+    >>> logits = await batcher.infer({"x": x}, timeout=1.0)                                    # doctest: +SKIP
 """
 
 from __future__ import annotations
 
-import threading
+import asyncio
 import time
 from collections import deque
 from collections.abc import Callable, Collection, Mapping
-from concurrent.futures import Future
+from concurrent.futures import Executor
 from dataclasses import dataclass
 
 import numpy as np
@@ -39,7 +43,7 @@ class BatchConfig:
     """How requests for one tail are batched.
 
     Args:
-        enabled: False runs each request by itself, in the thread that received it.
+        enabled: False runs each request by itself (several at once, in the worker threads).
         max_batch_size: the most samples in one ONNX Runtime run (a larger request runs alone).
         max_queue_delay_us: how long the oldest queued request waits for others to join its batch.
         max_queue_size: samples allowed to wait per tail (with batching off: requests running at once per tail);
@@ -63,22 +67,23 @@ class BatchConfig:
 class _Item:
     __slots__ = ("feeds", "future", "key", "n", "queued_at")
 
-    def __init__(self, feeds: Feeds, n: int, key: bytes) -> None:
+    def __init__(self, feeds: Feeds, n: int, key: bytes, future: asyncio.Future[np.ndarray]) -> None:
         self.feeds = feeds
         self.n = n
         self.key = key
-        self.future: Future[np.ndarray] = Future()
+        self.future = future
         self.queued_at = time.monotonic()
 
 
 class Batcher:
-    """One tail's queue and the thread that runs its batches (started at the first request).
+    """One tail's queue; batches run in ``executor`` (default: the loop's), one at a time.
 
     Args:
         run: runs the tail on feeds (a batch) and returns the output, rows in input order.
         batched: the names of the inputs with a batch dimension; the others must be equal within a batch.
         config: the knobs.
-        on_batch: called with each batch's sample count and run time in seconds (for metrics).
+        on_batch: called with each run's sample count and time in seconds (for metrics).
+        executor: where runs happen.
     """
 
     def __init__(
@@ -87,15 +92,18 @@ class Batcher:
         batched: Collection[str],
         config: BatchConfig,
         on_batch: Callable[[int, float], None] | None = None,
+        executor: Executor | None = None,
     ) -> None:
         self._run = run
         self._batched = frozenset(batched)
         self.config = config
         self._on_batch = on_batch
-        self._cond = threading.Condition(threading.Lock())
+        self._executor = executor
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._queue: deque[_Item] = deque()
         self._queued = 0  # samples waiting (batching) or running (batching off)
-        self._thread: threading.Thread | None = None
+        self._running = False
+        self._timer: asyncio.TimerHandle | None = None
         self._closed = False
         self._per_sample_s = 1e-3  # EWMA of run time per sample, for the retry hint
 
@@ -104,34 +112,42 @@ class Batcher:
         """Samples waiting (with batching off: running)."""
         return self._queued
 
-    def infer(self, feeds: Feeds, timeout: float | None = None) -> np.ndarray:
+    async def infer(self, feeds: Feeds, timeout: float | None = None) -> np.ndarray:
         """Run ``feeds`` (validated already) in a batch and return its rows of the output.
 
         Raises:
             Overloaded: the queue is full (``retry_after_ms`` says when to try again).
             DeadlineExceeded: ``timeout`` passed before the batch ran (the request is dropped from the queue).
         """
-        n = self._rows(feeds)
-        if not self.config.enabled:
-            return self._run_alone(feeds, n)
-        item = self._enqueue(feeds, n)
+        n = next((int(a.shape[0]) for name, a in feeds.items() if name in self._batched), 1)
+        loop = asyncio.get_running_loop()
+        if not self.config.enabled or self._closed or not self._bind(loop):
+            return await self._run_alone(loop, feeds, n)
+        if self._queued + n > self.config.max_queue_size:
+            raise self._refuse()
+        key = b"".join(a.tobytes() for name, a in sorted(feeds.items()) if name not in self._batched)
+        item = _Item(feeds, n, key, loop.create_future())
+        self._queue.append(item)
+        self._queued += n
+        self._schedule()
         if timeout is not None and timeout > _NO_DEADLINE_S:
             timeout = None  # gRPC reports "no deadline" as a huge number of seconds
         try:
-            return item.future.result(timeout)
-        except TimeoutError:
-            if item.future.cancel():
-                raise DeadlineExceeded(f"deadline passed with the request still queued ({timeout:.3f} s)") from None
-            return item.future.result()
+            return await asyncio.wait_for(item.future, timeout)
+        except TimeoutError:  # wait_for cancelled the future: the batch skips it
+            raise DeadlineExceeded(f"deadline passed with the request still queued ({timeout:.3f} s)") from None
 
     def close(self) -> None:
-        """Finish what is queued, then let the thread end; later requests run alone (nothing is dropped)."""
-        with self._cond:
-            self._closed = True
-            self._cond.notify_all()
+        """Retire: what is queued still runs; later requests run alone (nothing is dropped)."""
+        self._closed = True
 
-    def _rows(self, feeds: Feeds) -> int:
-        return next((int(a.shape[0]) for name, a in feeds.items() if name in self._batched), 1)
+    def _bind(self, loop: asyncio.AbstractEventLoop) -> bool:
+        """Batch on ``loop``; False when another loop still has work here (the request then runs alone)."""
+        if self._loop is not loop:
+            if self._queue or self._running:
+                return False
+            self._loop, self._timer = loop, None
+        return True
 
     def _refuse(self) -> Overloaded:
         wait_ms = max(1, round(self._queued * self._per_sample_s * 1e3))
@@ -140,61 +156,48 @@ class Batcher:
             retry_after_ms=wait_ms,
         )
 
-    def _run_alone(self, feeds: Feeds, n: int) -> np.ndarray:
-        with self._cond:
-            if self._queued + n > self.config.max_queue_size:
-                raise self._refuse()
-            self._queued += n
-        try:
-            return self._timed(feeds, n)
-        finally:
-            with self._cond:
-                self._queued -= n
-
-    def _enqueue(self, feeds: Feeds, n: int) -> _Item:
-        key = b"".join(a.tobytes() for name, a in sorted(feeds.items()) if name not in self._batched)
-        item = _Item(feeds, n, key)
-        with self._cond:
-            closed = self._closed
-            if not closed:
-                self._append(item)
-        if closed:  # a retired model's tail: run the request here, drop nothing
-            item.future.set_running_or_notify_cancel()
-            item.future.set_result(self._timed(feeds, n))
-        return item
-
-    def _append(self, item: _Item) -> None:
-        """Queue ``item`` (the lock is held); wakes the worker when it waits for a first item or a full batch."""
-        n = item.n
+    async def _run_alone(self, loop: asyncio.AbstractEventLoop, feeds: Feeds, n: int) -> np.ndarray:
         if self._queued + n > self.config.max_queue_size:
             raise self._refuse()
-        was_empty = not self._queue
-        self._queue.append(item)
         self._queued += n
-        if self._thread is None:
-            self._thread = threading.Thread(target=self._loop, name="edgesplit-batcher", daemon=True)
-            self._thread.start()
-        if was_empty or self._queued >= self.config.max_batch_size:
-            self._cond.notify()
+        try:
+            return await loop.run_in_executor(self._executor, self._timed, feeds, n)
+        finally:
+            self._queued -= n
 
-    def _loop(self) -> None:
-        while (batch := self._next_batch()) is not None:
-            self._execute(batch)
+    def _schedule(self) -> None:
+        """Start a batch now if one is due, else set a timer for when the oldest request has waited enough."""
+        if self._running or not self._queue or self._loop is None:
+            return
+        wait = self._queue[0].queued_at + self.config.max_queue_delay_us / 1e6 - time.monotonic()
+        if wait <= 0 or self._queued >= self.config.max_batch_size:
+            if self._timer is not None:
+                self._timer.cancel()
+                self._timer = None
+            self._launch()
+        elif self._timer is None:
+            self._timer = self._loop.call_later(wait, self._on_timer)
 
-    def _next_batch(self) -> list[_Item] | None:
-        delay = self.config.max_queue_delay_us / 1e6
-        with self._cond:
-            while not self._queue:
-                if self._closed:
-                    return None
-                self._cond.wait()
-            deadline = self._queue[0].queued_at + delay
-            while self._queued < self.config.max_batch_size and not self._closed:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    break
-                self._cond.wait(left)
-            return self._take()
+    def _on_timer(self) -> None:
+        self._timer = None
+        self._schedule()
+
+    def _launch(self) -> None:
+        batch = [item for item in self._take() if not item.future.done()]  # done: cancelled by its deadline
+        if not batch:
+            self._schedule()
+            return
+        assert self._loop is not None
+        self._running = True
+        if len(batch) == 1:
+            feeds = batch[0].feeds
+        else:
+            feeds = {
+                name: np.concatenate([item.feeds[name] for item in batch]) if name in self._batched else array
+                for name, array in batch[0].feeds.items()
+            }
+        run = self._loop.run_in_executor(self._executor, self._timed, feeds, sum(item.n for item in batch))
+        run.add_done_callback(lambda done: self._finish(batch, done))
 
     def _take(self) -> list[_Item]:
         """The oldest item and the queued items with its key, up to ``max_batch_size`` samples, in order."""
@@ -211,28 +214,18 @@ class Batcher:
         self._queued -= total
         return batch
 
-    def _execute(self, batch: list[_Item]) -> None:
-        live = [item for item in batch if item.future.set_running_or_notify_cancel()]
-        if not live:
-            return
-        try:
-            if len(live) == 1:
-                live[0].future.set_result(self._timed(live[0].feeds, live[0].n))
-                return
-            feeds = {
-                name: np.concatenate([item.feeds[name] for item in live]) if name in self._batched else array
-                for name, array in live[0].feeds.items()
-            }
-            out = self._timed(feeds, sum(item.n for item in live))
-        except Exception as exc:  # every request of the batch gets the error; the thread goes on
-            for item in live:
-                if not item.future.done():
-                    item.future.set_exception(exc)
-            return
+    def _finish(self, batch: list[_Item], done: asyncio.Future[np.ndarray]) -> None:
+        self._running = False
+        error = done.exception()
         start = 0
-        for item in live:
-            item.future.set_result(out[start : start + item.n])
+        for item in batch:
+            if not item.future.done():
+                if error is not None:
+                    item.future.set_exception(error)
+                else:
+                    item.future.set_result(done.result()[start : start + item.n])
             start += item.n
+        self._schedule()
 
     def _timed(self, feeds: Feeds, n: int) -> np.ndarray:
         start = time.perf_counter()

@@ -37,7 +37,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default: %(default)s)")
     parser.add_argument("--port", type=int, default=8001, help="port; 0 picks a free one (default: %(default)s)")
-    parser.add_argument("--workers", type=int, default=64, help="gRPC handler threads (default: %(default)s)")
+    parser.add_argument("--workers", type=int, default=4, help="threads running ONNX Runtime (default: %(default)s)")
     parser.add_argument(
         "--max-concurrent-rpcs", type=int, default=256, help="RPCs admitted at once (default: %(default)s)"
     )

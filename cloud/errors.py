@@ -1,18 +1,19 @@
 """The cloud service's errors and their gRPC status codes: the one place where the mapping lives.
 
 Every error the service raises carries its status code as a class attribute; built-in exceptions that reach the
-edge of an RPC are looked up along their MRO in :data:`STATUS_BY_TYPE`. :class:`ErrorInterceptor` applies the
-mapping to every unary RPC, so servicer methods stay free of try/except.
+edge of an RPC are looked up along their MRO in :data:`STATUS_BY_TYPE`. :class:`ErrorInterceptor` (an asyncio
+server interceptor) applies the mapping to every unary RPC, so servicer methods stay free of try/except.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any, NoReturn
 
 import grpc
+from google.protobuf.message import DecodeError
 
 from protos.bundle import BundleError
 from protos.tensors import TensorFormatError
@@ -90,7 +91,7 @@ def status_for(exc: BaseException) -> grpc.StatusCode | None:
     return next((STATUS_BY_TYPE[t] for t in type(exc).__mro__ if t in STATUS_BY_TYPE), None)
 
 
-def _abort(context: grpc.ServicerContext, exc: Exception) -> NoReturn:
+async def _abort(context: grpc.aio.ServicerContext, exc: Exception) -> NoReturn:
     code = status_for(exc)
     if code is None:
         log.exception("internal error in %s", type(exc).__name__)
@@ -100,49 +101,59 @@ def _abort(context: grpc.ServicerContext, exc: Exception) -> NoReturn:
     retry_after = getattr(exc, "retry_after_ms", None)
     if retry_after is not None:
         context.set_trailing_metadata(((RETRY_AFTER_KEY, str(retry_after)),))
-    context.abort(code, message)
+    await context.abort(code, message)
     raise AssertionError("unreachable: context.abort raises")
+
+
+def _parse(deserialize: Callable[[bytes], Any], raw: bytes, method: str) -> Any:
+    try:
+        return deserialize(raw)
+    except DecodeError:
+        raise InvalidArgument(f"the {method} request is not a valid protobuf message ({len(raw)} bytes)") from None
 
 
 Observer = Callable[[str, Any, Any, grpc.StatusCode, float], None]
 """Told about every RPC: (method name, request, response or None, status code, seconds in the handler)."""
 
 
-class ErrorInterceptor(grpc.ServerInterceptor):
+class ErrorInterceptor(grpc.aio.ServerInterceptor):
     """Turns exceptions raised by unary handlers into status codes via :func:`status_for`; tells ``observe``
     (metrics, logs) how each RPC ended."""
 
     def __init__(self, observe: Observer | None = None) -> None:
         self._observe = observe
 
-    def intercept_service(
+    async def intercept_service(
         self,
-        continuation: Callable[[grpc.HandlerCallDetails], grpc.RpcMethodHandler | None],
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
         handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler | None:
-        handler = continuation(handler_call_details)
+    ) -> grpc.RpcMethodHandler:
+        handler = await continuation(handler_call_details)
         if handler is None or handler.unary_unary is None:
             return handler
         inner = handler.unary_unary
         method = handler_call_details.method.rpartition("/")[2]
         observe = self._observe
+        deserialize = handler.request_deserializer  # here, so that bytes that do not parse are INVALID_ARGUMENT
 
-        def guarded(request: Any, context: grpc.ServicerContext) -> Any:
+        async def guarded(raw: Any, context: grpc.aio.ServicerContext) -> Any:
             start = time.perf_counter()
+            request = None
             try:
-                response = inner(request, context)
-            except Exception as exc:
-                aborted = context.code()  # the handler aborted with its own status (context.abort raises)
-                code = aborted if aborted not in (None, grpc.StatusCode.OK) else status_for(exc)
+                request = raw if deserialize is None else _parse(deserialize, raw, method)
+                response = await inner(request, context)
+            except grpc.aio.AbortError:  # the handler aborted with its own status
                 if observe is not None:
-                    observe(method, request, None, code or grpc.StatusCode.INTERNAL, time.perf_counter() - start)
-                if aborted not in (None, grpc.StatusCode.OK):
-                    raise
-                _abort(context, exc)
+                    code = context.code() or grpc.StatusCode.UNKNOWN
+                    observe(method, request, None, code, time.perf_counter() - start)
+                raise
+            except Exception as exc:
+                if observe is not None:
+                    code = status_for(exc) or grpc.StatusCode.INTERNAL
+                    observe(method, request, None, code, time.perf_counter() - start)
+                await _abort(context, exc)
             if observe is not None:
                 observe(method, request, response, grpc.StatusCode.OK, time.perf_counter() - start)
             return response
 
-        return grpc.unary_unary_rpc_method_handler(
-            guarded, request_deserializer=handler.request_deserializer, response_serializer=handler.response_serializer
-        )
+        return grpc.unary_unary_rpc_method_handler(guarded, response_serializer=handler.response_serializer)

@@ -1,9 +1,15 @@
-"""Standard gRPC health checking (``grpc.health.v1.Health``): Check, Watch and List."""
+"""Standard gRPC health checking (``grpc.health.v1.Health``) on the asyncio server: Check, Watch and List.
+
+:meth:`HealthServicer.set` and :meth:`HealthServicer.close` may be called from any thread; watchers on the
+server's event loop are woken through it.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import threading
-from collections.abc import Iterator
+from collections.abc import AsyncIterator
 
 import grpc
 
@@ -19,45 +25,70 @@ class HealthServicer(health_pb2_grpc.HealthServicer):
 
     def __init__(self) -> None:
         self._status: dict[str, health_pb2.HealthCheckResponse.ServingStatus] = {}
-        self._changed = threading.Condition()
+        self._lock = threading.Lock()
         self._closed = False
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._changed: asyncio.Event | None = None
+
+    def bind(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Wake watchers on ``loop`` (the server's, once it runs)."""
+        self._loop = loop
 
     def set(self, service: str, serving: bool) -> None:
         """Mark ``service`` SERVING or NOT_SERVING and wake its watchers."""
-        with self._changed:
+        with self._lock:
             self._status[service] = _Status.SERVING if serving else _Status.NOT_SERVING
-            self._changed.notify_all()
+        self._wake()
 
     def close(self) -> None:
         """Everything NOT_SERVING; watchers end (call when shutting down)."""
-        with self._changed:
+        with self._lock:
             self._status = dict.fromkeys(self._status, _Status.NOT_SERVING)
             self._closed = True
-            self._changed.notify_all()
+        self._wake()
 
-    def Check(self, request: health_pb2.HealthCheckRequest, context: grpc.ServicerContext) -> _Status:
-        with self._changed:
-            status = self._status.get(request.service)
+    def _wake(self) -> None:
+        loop = self._loop
+        if loop is not None:
+            with contextlib.suppress(RuntimeError):  # the loop has closed: nobody is watching any more
+                loop.call_soon_threadsafe(self._notify)
+
+    def _notify(self) -> None:
+        if self._changed is not None:
+            self._changed.set()
+            self._changed = None
+
+    def _get(self, service: str) -> health_pb2.HealthCheckResponse.ServingStatus | None:
+        with self._lock:
+            return self._status.get(service)
+
+    async def Check(self, request: health_pb2.HealthCheckRequest, context: grpc.aio.ServicerContext) -> _Status:
+        status = self._get(request.service)
         if status is None:
-            context.abort(grpc.StatusCode.NOT_FOUND, f"unknown service {request.service!r}")
+            await context.abort(grpc.StatusCode.NOT_FOUND, f"unknown service {request.service!r}")
         return _Status(status=status)
 
-    def Watch(self, request: health_pb2.HealthCheckRequest, context: grpc.ServicerContext) -> Iterator[_Status]:
+    async def Watch(
+        self, request: health_pb2.HealthCheckRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[_Status]:
         last = None
-        while context.is_active():
-            with self._changed:
-                status = self._status.get(request.service, _Status.SERVICE_UNKNOWN)
-                if status == last:
-                    if self._closed:
-                        return
-                    self._changed.wait(timeout=1.0)
-                    continue
-            last = status
-            yield _Status(status=status)
+        while True:
+            if self._changed is None:
+                self._changed = asyncio.Event()
+            changed = self._changed  # taken before reading, so a change made after the read still wakes us
+            status = self._get(request.service)
+            status = _Status.SERVICE_UNKNOWN if status is None else status
+            if status != last:
+                last = status
+                yield _Status(status=status)
+                continue
+            if self._closed:
+                return
+            await changed.wait()
 
-    def List(
-        self, request: health_pb2.HealthListRequest, context: grpc.ServicerContext
+    async def List(
+        self, request: health_pb2.HealthListRequest, context: grpc.aio.ServicerContext
     ) -> health_pb2.HealthListResponse:
-        with self._changed:
+        with self._lock:
             statuses = {name: _Status(status=s) for name, s in self._status.items()}
         return health_pb2.HealthListResponse(statuses=statuses)

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from concurrent.futures import Executor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -51,10 +52,16 @@ BatchObserver = Callable[[str, str, int, float], None]
 class _Tail:
     inputs: tuple[_Input, ...]
     batcher: Batcher
+    run: Callable[[Mapping[str, np.ndarray]], np.ndarray]
 
     @classmethod
     def load(
-        cls, path: Path, options: ort.SessionOptions, batching: BatchConfig, on_batch: Callable[[int, float], None]
+        cls,
+        path: Path,
+        options: ort.SessionOptions,
+        batching: BatchConfig,
+        on_batch: Callable[[int, float], None],
+        executor: Executor | None,
     ) -> _Tail:
         session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         inputs = []
@@ -67,7 +74,7 @@ class _Tail:
         def run(feeds: Mapping[str, np.ndarray]) -> np.ndarray:
             return session.run(None, feeds)[0]
 
-        return cls(tuple(inputs), Batcher(run, batched, batching, on_batch))
+        return cls(tuple(inputs), Batcher(run, batched, batching, on_batch, executor), run)
 
 
 def session_options(threads: int) -> ort.SessionOptions:
@@ -89,7 +96,8 @@ class TailModel:
         threads: ONNX Runtime intra-op threads per session (0: all cores).
         batching: how requests for one tail are batched.
         max_batch: the largest batch one request may carry.
-        on_batch: told about every ONNX Runtime run (for metrics).
+        on_batch: told about every batched ONNX Runtime run (for metrics).
+        executor: the threads batches run in (default: the event loop's).
     """
 
     def __init__(
@@ -100,6 +108,7 @@ class TailModel:
         batching: BatchConfig | None = None,
         max_batch: int = 1024,
         on_batch: BatchObserver | None = None,
+        executor: Executor | None = None,
     ) -> None:
         self.bundle = bundle
         self.manifest: Manifest = bundle.manifest
@@ -117,7 +126,7 @@ class TailModel:
         self._by_input: dict[str, int] = {}
         for sp in self.manifest.split_points:
             for fmt, file in sp.tails.items():
-                self._tails[sp.index, fmt] = _Tail.load(bundle.file(file), options, batching, observe)
+                self._tails[sp.index, fmt] = _Tail.load(bundle.file(file), options, batching, observe, executor)
             if sp.tail is not None:
                 self._by_input[sp.tensor.name] = sp.index
 
@@ -171,13 +180,23 @@ class TailModel:
             raise InvalidArgument(f"unknown split point {split!r}; valid split points: {self.splits}")
         return split
 
-    def infer(
+    def infer(self, split: int, inputs: Mapping[str, np.ndarray], codec: object = None) -> np.ndarray:
+        """Run the tail from ``split`` for wire format ``codec`` (default fp32) on the inputs, here and now (no
+        batching); the class logits."""
+        tail, feeds = self._prepare(split, inputs, codec)
+        return tail.run(feeds)
+
+    async def infer_async(
         self, split: int, inputs: Mapping[str, np.ndarray], codec: object = None, timeout: float | None = None
     ) -> np.ndarray:
-        """Run the tail from ``split`` for wire format ``codec`` (default fp32) on the inputs; the class logits.
+        """As :meth:`infer`, batched with other requests for the same tail; ``timeout`` bounds the wait."""
+        tail, feeds = self._prepare(split, inputs, codec)
+        return await tail.batcher.infer(feeds, timeout)
 
-        The inputs are checked here, before they join a batch; ``timeout`` bounds the wait in the queue.
-        """
+    def _prepare(
+        self, split: int, inputs: Mapping[str, np.ndarray], codec: object
+    ) -> tuple[_Tail, dict[str, np.ndarray]]:
+        """The tail and its feeds, every input checked (before it may join a batch)."""
         tail = self._tail(split, codec)
         expected = [i.name for i in tail.inputs]
         if sorted(inputs) != sorted(expected):
@@ -192,7 +211,7 @@ class TailModel:
                 if batch is not None and array.shape[0] != batch:
                     raise InvalidArgument(f"input {spec.name!r}: batch size {array.shape[0]} != {batch} of the others")
                 batch = array.shape[0]
-        return tail.batcher.infer({name: inputs[name] for name in expected}, timeout)
+        return tail, {name: inputs[name] for name in expected}
 
     def _tail(self, split: int, codec: object) -> _Tail:
         if codec is None:

@@ -12,6 +12,7 @@ Example:
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
 import time
@@ -52,8 +53,8 @@ class CloudConfig:
         repository: a model repository ``ROOT/<model>/<version>/`` scanned at start, every ``poll_s`` seconds
             (0: only at start and on :meth:`CloudServer.reload`).
         host, port: where to listen (port 0 picks a free one).
-        workers: gRPC handler threads; requests waiting in a batch queue hold one each, so at least the number
-            of edges expected at once.
+        workers: threads that run ONNX Runtime (batches; with batching off, single requests, that many at once);
+            requests themselves wait on the server's event loop and hold no thread.
         max_concurrent_rpcs: RPCs admitted at once; past it gRPC answers RESOURCE_EXHAUSTED (bounds memory).
         threads: ONNX Runtime intra-op threads per session (0: all cores).
         max_message_bytes: gRPC message-size limit; tensors are limited to half of it in elements.
@@ -69,7 +70,7 @@ class CloudConfig:
     poll_s: float = 0.0
     host: str = "127.0.0.1"
     port: int = 8001
-    workers: int = 64
+    workers: int = 4
     max_concurrent_rpcs: int = 256
     threads: int = 0
     max_message_bytes: int = 64 * 1024 * 1024
@@ -112,32 +113,15 @@ class CloudServer:
     def __init__(self, config: CloudConfig, repository: ModelRepository | None = None) -> None:
         self.config = config
         self.metrics = CloudMetrics()
+        self._executor = futures.ThreadPoolExecutor(config.workers, thread_name_prefix="edgesplit-ort")
         if repository is None:
             repository = ModelRepository(self._build_model, config.repository)
             repository.add_bundles(config.bundles)
             repository.scan()
         self.repository = repository
         self.health = HealthServicer()
-        limits = [
-            ("grpc.max_receive_message_length", config.max_message_bytes),
-            ("grpc.max_send_message_length", config.max_message_bytes),
-        ]
-        interceptors: list[grpc.ServerInterceptor] = [ErrorInterceptor(self._observe)]
-        if config.auth_tokens:
-            interceptors.append(TokenAuthInterceptor(config.auth_tokens))  # inside the error interceptor: counted
-            if not config.tls:
-                log.warning("bearer tokens on a plaintext port: anyone on the path can read them; use --tls-cert")
-        self._server = grpc.server(
-            futures.ThreadPoolExecutor(max_workers=config.workers, thread_name_prefix="edgesplit-cloud"),
-            interceptors=interceptors,
-            options=limits,
-            maximum_concurrent_rpcs=config.max_concurrent_rpcs,
-        )
-        max_elements = config.max_message_bytes // 2
-        inference_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(
-            InferenceServicer(self.repository, max_elements), self._server
-        )
-        health_pb2_grpc.add_HealthServicer_to_server(self.health, self._server)
+        if config.auth_tokens and not config.tls:
+            log.warning("bearer tokens on a plaintext port: anyone on the path can read them; use --tls-cert")
         self._metrics_server = (
             MetricsServer(lambda: self.metrics.render(self.repository.models()), config.metrics)
             if config.metrics
@@ -146,16 +130,23 @@ class CloudServer:
         self._stop = threading.Event()
         self._poller: threading.Thread | None = None
         self._reload_lock = threading.Lock()
-        enable_reflection(self._server)
+        self._thread: threading.Thread | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._started = threading.Event()
+        self._start_error: BaseException | None = None
+        self._stopping: asyncio.Event | None = None
+        self._grace: float | None = None
         self.port = 0
         self.metrics_port = 0
 
     def start(self) -> int:
-        """Bind and start; returns the bound port (useful with ``port=0``)."""
-        self.port = self._bind(f"{self.config.host}:{self.config.port}")
-        if self.port == 0:
-            raise OSError(f"could not bind {self.config.host}:{self.config.port}")
-        self._server.start()
+        """Bind and start (the asyncio server runs in its own thread); returns the bound port."""
+        self._thread = threading.Thread(target=self._main, name="edgesplit-cloud", daemon=True)
+        self._thread.start()
+        self._started.wait()
+        if self._start_error is not None:
+            self._thread.join()
+            raise self._start_error
         if self._metrics_server is not None:
             self.metrics_port = self._metrics_server.start()
         if self.config.repository is not None and self.config.poll_s > 0:
@@ -165,6 +156,50 @@ class CloudServer:
             self.health.set(service, True)
         return self.port
 
+    def _main(self) -> None:
+        loop = asyncio.new_event_loop()
+        self._loop = loop
+        self.health.bind(loop)
+        try:
+            loop.run_until_complete(self._serve())
+        finally:
+            loop.close()
+
+    def _grpc_server(self) -> grpc.aio.Server:
+        config = self.config
+        interceptors: list[grpc.aio.ServerInterceptor] = [ErrorInterceptor(self._observe)]
+        if config.auth_tokens:
+            interceptors.append(TokenAuthInterceptor(config.auth_tokens))  # inside the error interceptor: counted
+        server = grpc.aio.server(
+            interceptors=interceptors,
+            options=[
+                ("grpc.max_receive_message_length", config.max_message_bytes),
+                ("grpc.max_send_message_length", config.max_message_bytes),
+            ],
+            maximum_concurrent_rpcs=config.max_concurrent_rpcs,
+        )
+        servicer = InferenceServicer(self.repository, config.max_message_bytes // 2)
+        inference_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(servicer, server)
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
+        enable_reflection(server)
+        return server
+
+    async def _serve(self) -> None:
+        try:
+            server = self._grpc_server()
+            self.port = self._bind(server, f"{self.config.host}:{self.config.port}")
+            if self.port == 0:
+                raise OSError(f"could not bind {self.config.host}:{self.config.port}")
+            await server.start()
+        except BaseException as exc:  # reported to start()'s caller
+            self._start_error = exc
+            self._started.set()
+            return
+        self._stopping = asyncio.Event()
+        self._started.set()
+        await self._stopping.wait()
+        await server.stop(self._grace)
+
     def reload(self) -> list[str]:
         """Scan the repository now: load new versions, retire removed ones; what changed."""
         with self._reload_lock:
@@ -173,31 +208,40 @@ class CloudServer:
             log.info("repository: %s", change)
         return changes
 
-    def _bind(self, address: str) -> int:
+    def _bind(self, server: grpc.aio.Server, address: str) -> int:
         c = self.config
         if c.tls_cert is None or c.tls_key is None:
-            return self._server.add_insecure_port(address)
-        return self._server.add_secure_port(address, server_credentials(c.tls_cert, c.tls_key, c.tls_client_ca))
+            return server.add_insecure_port(address)
+        return server.add_secure_port(address, server_credentials(c.tls_cert, c.tls_key, c.tls_client_ca))
 
     def wait(self, timeout: float | None = None) -> bool:
-        """Block until the server stops (or ``timeout``)."""
-        return self._server.wait_for_termination(timeout)
+        """Block until the server stops (or ``timeout``); True when it has stopped."""
+        if self._thread is not None:
+            self._thread.join(timeout)
+        return self._thread is None or not self._thread.is_alive()
 
     def stop(self, grace: float | None = 5.0) -> None:
         """Drain: health says NOT_SERVING, new RPCs are refused, those in flight (queued ones included) finish
         within ``grace`` seconds; then the models are retired and metrics stop."""
+        if self._stop.is_set():
+            return  # stopped already
         started = time.monotonic()
         self.health.close()
         self._stop.set()
-        self._server.stop(grace).wait()
+        if self._loop is not None and self._stopping is not None and self._thread is not None:
+            self._grace = grace
+            self._loop.call_soon_threadsafe(self._stopping.set)
+            self._thread.join()
         self.repository.close()
+        self._executor.shutdown(wait=False)
         if self._metrics_server is not None:
             self._metrics_server.stop()
         log.info("stopped", extra={"fields": {"drain_s": round(time.monotonic() - started, 3)}})
 
     def _build_model(self, bundle: Bundle, version: str) -> TailModel:
+        c = self.config
         return TailModel(
-            bundle, version, self.config.threads, self.config.batching, on_batch=self.metrics.observe_batch
+            bundle, version, c.threads, c.batching, on_batch=self.metrics.observe_batch, executor=self._executor
         )
 
     def _poll(self) -> None:

@@ -1,4 +1,5 @@
-"""``inference.GRPCInferenceService``: each method converts the message, asks the repository, converts back.
+"""``inference.GRPCInferenceService`` on the asyncio server: each method converts the message, asks the
+repository, converts back; inference awaits its batch without holding a thread.
 
 Model names and versions are checked against a strict pattern (:mod:`cloud.names`) before any lookup.
 No try/except here: errors raised below become status codes in :class:`cloud.errors.ErrorInterceptor`.
@@ -35,23 +36,29 @@ class InferenceServicer(inference_pb2_grpc.GRPCInferenceServiceServicer):
         self._repository = repository
         self._max_elements = max_elements
 
-    def ServerLive(self, request: pb.ServerLiveRequest, context: grpc.ServicerContext) -> pb.ServerLiveResponse:
+    async def ServerLive(
+        self, request: pb.ServerLiveRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ServerLiveResponse:
         return pb.ServerLiveResponse(live=True)
 
-    def ServerReady(self, request: pb.ServerReadyRequest, context: grpc.ServicerContext) -> pb.ServerReadyResponse:
+    async def ServerReady(
+        self, request: pb.ServerReadyRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ServerReadyResponse:
         return pb.ServerReadyResponse(ready=bool(self._repository.names()))
 
-    def ModelReady(self, request: pb.ModelReadyRequest, context: grpc.ServicerContext) -> pb.ModelReadyResponse:
+    async def ModelReady(
+        self, request: pb.ModelReadyRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ModelReadyResponse:
         self._repository.get(validate_model_name(request.name), validate_version(request.version))
         return pb.ModelReadyResponse(ready=True)  # loaded means ready: a version is published once it can serve
 
-    def ServerMetadata(
-        self, request: pb.ServerMetadataRequest, context: grpc.ServicerContext
+    async def ServerMetadata(
+        self, request: pb.ServerMetadataRequest, context: grpc.aio.ServicerContext
     ) -> pb.ServerMetadataResponse:
         return pb.ServerMetadataResponse(name=SERVER_NAME, version=SERVER_VERSION, extensions=[])
 
-    def ModelMetadata(
-        self, request: pb.ModelMetadataRequest, context: grpc.ServicerContext
+    async def ModelMetadata(
+        self, request: pb.ModelMetadataRequest, context: grpc.aio.ServicerContext
     ) -> pb.ModelMetadataResponse:
         manifest = self._repository.get(validate_model_name(request.name), validate_version(request.version)).manifest
         return pb.ModelMetadataResponse(
@@ -62,14 +69,16 @@ class InferenceServicer(inference_pb2_grpc.GRPCInferenceServiceServicer):
             outputs=[_tensor_metadata(manifest.output)],
         )
 
-    def ModelInfer(self, request: pb.ModelInferRequest, context: grpc.ServicerContext) -> pb.ModelInferResponse:
+    async def ModelInfer(
+        self, request: pb.ModelInferRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ModelInferResponse:
         start = time.perf_counter()
         parameters = request.parameters
         name, version = validate_model_name(request.model_name), validate_version(request.model_version)
         model = self._repository.get(name, version, get_param(parameters, params.BUNDLE_HASH))
         inputs = request_inputs(request, max_elements=self._max_elements)
         split = model.resolve_split(get_param(parameters, params.SPLIT_POINT), inputs)
-        logits = model.infer(split, inputs, get_param(parameters, params.CODEC), context.time_remaining())
+        logits = await model.infer_async(split, inputs, get_param(parameters, params.CODEC), context.time_remaining())
         response = pb.ModelInferResponse(model_name=model.name, model_version=model.version, id=request.id)
         add_output(response, model.manifest.output.name, logits)
         set_param(response.parameters, params.SERVER_MS, (time.perf_counter() - start) * 1e3)

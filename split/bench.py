@@ -311,7 +311,7 @@ def _table(results: dict[str, FamilyResult]) -> str:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The subcommand's options."""
-    parser.add_argument("which", choices=["accuracy", "network", "faults"], help="the benchmark to run")
+    parser.add_argument("which", choices=["accuracy", "network", "faults", "cloud"], help="the benchmark to run")
     parser.add_argument("--out", type=Path, required=True, metavar="DIR", help="where results.json and plots go")
     parser.add_argument(
         "--data-dir", type=Path, default=None, help="a directory holding the four Fashion-MNIST IDX files"
@@ -335,6 +335,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     from split.bench_faults import add_arguments as faults_arguments
 
     faults_arguments(parser)
+    from split.bench_cloud import add_arguments as cloud_arguments
+
+    cloud_arguments(parser)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -343,6 +346,10 @@ def run(args: argparse.Namespace) -> int:
         from split.bench_faults import run as run_faults
 
         return run_faults(args)
+    if args.which == "cloud":
+        from split.bench_cloud import run_cloud_bench
+
+        return run_cloud_bench(args)
     if args.which == "network":
         from split.bench_network import run_network
 

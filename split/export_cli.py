@@ -19,7 +19,7 @@ if TYPE_CHECKING:
 
 __all__ = ["FAMILY_NAMES", "FORMATS", "add_arguments", "run"]
 
-FAMILY_NAMES = ("mobilenetv2", "resnet", "squeezenet")
+FAMILY_NAMES = ("mobilenetv2", "resnet", "squeezenet", "vgg")
 """The keys of :data:`split.models.FAMILIES` (named here so that the options need no torch; a test compares)."""
 
 FORMATS = ("bundle", "triton")

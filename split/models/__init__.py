@@ -11,10 +11,16 @@ from torch import nn
 from split.models.mobilenet import MobileNetV2
 from split.models.resnet import ResNet
 from split.models.squeezenet import SqueezeNet
+from split.models.vgg import VGG
 
-__all__ = ["FAMILIES", "MobileNetV2", "ResNet", "SqueezeNet", "build"]
+__all__ = ["FAMILIES", "VGG", "MobileNetV2", "ResNet", "SqueezeNet", "build"]
 
-FAMILIES: dict[str, type[nn.Module]] = {"mobilenetv2": MobileNetV2, "resnet": ResNet, "squeezenet": SqueezeNet}
+FAMILIES: dict[str, type[nn.Module]] = {
+    "mobilenetv2": MobileNetV2,
+    "resnet": ResNet,
+    "squeezenet": SqueezeNet,
+    "vgg": VGG,
+}
 
 
 def build(family: str, in_channels: int, num_classes: int, width: float, image_size: int) -> nn.Module:

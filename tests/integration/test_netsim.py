@@ -27,7 +27,6 @@ from typing import Any
 import grpc
 import pytest
 
-from cloud.health import HealthServicer
 from netsim import NetSim, Toxic
 from protos import health_pb2, health_pb2_grpc
 
@@ -64,18 +63,22 @@ def echo() -> Iterator[str]:
     thread.join(5)
 
 
+class _Serving(health_pb2_grpc.HealthServicer):
+    """Health Check that always answers SERVING (a plain synchronous servicer)."""
+
+    def Check(self, request: health_pb2.HealthCheckRequest, context: grpc.ServicerContext) -> Any:
+        return health_pb2.HealthCheckResponse(status=health_pb2.HealthCheckResponse.SERVING)
+
+
 @pytest.fixture()
 def health_server() -> Iterator[str]:
     """A gRPC health server on 127.0.0.1:0 reporting SERVING; yields ``host:port``."""
     executor = ThreadPoolExecutor(max_workers=2)
     server = grpc.server(executor)
-    servicer = HealthServicer()
-    servicer.set("", serving=True)
-    health_pb2_grpc.add_HealthServicer_to_server(servicer, server)
+    health_pb2_grpc.add_HealthServicer_to_server(_Serving(), server)
     port = server.add_insecure_port("127.0.0.1:0")
     server.start()
     yield f"127.0.0.1:{port}"
-    servicer.close()
     server.stop(grace=None).wait()
     executor.shutdown(wait=True)
 

@@ -1,12 +1,14 @@
 """The dynamic batcher on a stand-in tail (a numpy function that records each batch): who shares a batch, bounds,
-deadlines, errors, retirement. Batches are made deterministic by holding the first run until the rest queued."""
+deadlines, errors, retirement. Batches are made deterministic by holding the first run (in its worker thread)
+until the rest have queued on the event loop."""
 
 from __future__ import annotations
 
+import asyncio
 import threading
-import time
-from collections.abc import Callable, Mapping
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections.abc import Callable, Coroutine, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 import numpy as np
 import pytest
@@ -16,7 +18,7 @@ from cloud.errors import DeadlineExceeded, Overloaded
 
 
 class Tail:
-    """``y = 2 x + s`` per row; records batch sizes; the first run can be held until released."""
+    """``y = 2 x + s`` per row; records batch sizes and threads; the first run can be held until released."""
 
     def __init__(self, hold_first: bool = False) -> None:
         self.batches: list[int] = []
@@ -34,115 +36,143 @@ class Tail:
         return feeds["x"] * 2 + feeds.get("s", np.float32(0))
 
 
-def wait_until(predicate: Callable[[], bool], timeout: float = 10.0) -> None:
-    """Wait on a condition of the system under test (it has no event to wait on)."""
-    end = time.monotonic() + timeout
+def run(test: Callable[[], Coroutine[Any, Any, None]]) -> None:
+    asyncio.run(asyncio.wait_for(test(), 20))
+
+
+async def until(predicate: Callable[[], bool]) -> None:
+    """Yield to the loop until ``predicate`` holds (the queue's state changes only on the loop)."""
     while not predicate():
-        assert time.monotonic() < end, "condition not reached"
-        time.sleep(0.001)
+        await asyncio.sleep(0)
+
+
+async def started(tail: Tail) -> None:
+    await asyncio.to_thread(tail.started.wait, 10)
 
 
 def x_of(i: int, n: int = 1) -> np.ndarray:
     return np.full((n, 3), i, dtype=np.float32)
 
 
-def submit_all(batcher: Batcher, feeds: list[dict[str, np.ndarray]], pool: ThreadPoolExecutor) -> list[Future]:
-    return [pool.submit(batcher.infer, f, 10.0) for f in feeds]
+POOL = ThreadPoolExecutor(2, thread_name_prefix="ort")
+
+
+def batcher_for(tail: Callable[[Mapping[str, np.ndarray]], np.ndarray], **knobs: Any) -> Batcher:
+    return Batcher(tail, ["x"], BatchConfig(**knobs), executor=POOL)
 
 
 def test_requests_queued_behind_a_running_batch_run_as_one_batch_and_each_gets_its_rows() -> None:
     tail = Tail(hold_first=True)
-    batcher = Batcher(tail, ["x"], BatchConfig(max_batch_size=32))
-    with ThreadPoolExecutor(16) as pool:
-        first = pool.submit(batcher.infer, {"x": x_of(100)}, 10.0)
-        tail.started.wait(10)
-        rest = submit_all(batcher, [{"x": x_of(i, n=1 + i % 3)} for i in range(10)], pool)
-        wait_until(lambda: batcher.depth == sum(1 + i % 3 for i in range(10)))
+    batcher = batcher_for(tail, max_batch_size=32)
+    sizes = [1 + i % 3 for i in range(10)]
+
+    async def test() -> None:
+        first = asyncio.ensure_future(batcher.infer({"x": x_of(100)}))
+        await started(tail)
+        rest = [asyncio.ensure_future(batcher.infer({"x": x_of(i, n)})) for i, n in enumerate(sizes)]
+        await until(lambda: batcher.depth == sum(sizes))
         tail.release.set()
-        results = [f.result() for f in rest]
-    np.testing.assert_array_equal(first.result(), x_of(200))
-    for i, out in enumerate(results):
-        np.testing.assert_array_equal(out, x_of(2 * i, n=1 + i % 3))
-    assert tail.batches == [1, sum(1 + i % 3 for i in range(10))]
-    assert tail.threads == {"edgesplit-batcher"}
+        np.testing.assert_array_equal(await first, x_of(200))
+        for i, (n, out) in enumerate(zip(sizes, await asyncio.gather(*rest), strict=True)):
+            np.testing.assert_array_equal(out, x_of(2 * i, n))
+
+    run(test)
+    assert tail.batches == [1, sum(sizes)]
+    assert all(name.startswith("ort") for name in tail.threads)
 
 
 def test_a_batch_never_exceeds_max_batch_size_and_keeps_order() -> None:
     tail = Tail(hold_first=True)
-    batcher = Batcher(tail, ["x"], BatchConfig(max_batch_size=4))
-    with ThreadPoolExecutor(16) as pool:
-        pool.submit(batcher.infer, {"x": x_of(0)}, 10.0)
-        tail.started.wait(10)
-        futures = []
-        for i in range(10):  # queued one by one, so the order is known
-            futures.append(pool.submit(batcher.infer, {"x": x_of(i)}, 10.0))
-            wait_until(lambda n=i + 1: batcher.depth == n)
+    batcher = batcher_for(tail, max_batch_size=4)
+
+    async def test() -> None:
+        held = asyncio.ensure_future(batcher.infer({"x": x_of(0)}))
+        await started(tail)
+        futures = [asyncio.ensure_future(batcher.infer({"x": x_of(i)})) for i in range(10)]
+        await until(lambda: batcher.depth == 10)
         tail.release.set()
-        outs = [f.result() for f in futures]
+        await held
+        assert [int(o[0, 0]) for o in await asyncio.gather(*futures)] == [2 * i for i in range(10)]
+
+    run(test)
     assert tail.batches == [1, 4, 4, 2]
-    assert [int(o[0, 0]) for o in outs] == [2 * i for i in range(10)]
 
 
 def test_requests_with_different_unbatched_inputs_never_share_a_batch() -> None:
     tail = Tail(hold_first=True)
-    batcher = Batcher(tail, ["x"], BatchConfig(max_batch_size=32))
+    batcher = batcher_for(tail, max_batch_size=32)
     scales = [np.float32(s) for s in (0.5, 0.25, 0.5, 0.25, 0.5)]
-    with ThreadPoolExecutor(8) as pool:
-        pool.submit(batcher.infer, {"x": x_of(0), "s": np.float32(0)}, 10.0)
-        tail.started.wait(10)
-        futures = submit_all(batcher, [{"x": x_of(i), "s": s} for i, s in enumerate(scales)], pool)
-        wait_until(lambda: batcher.depth == 5)
+
+    async def test() -> None:
+        held = asyncio.ensure_future(batcher.infer({"x": x_of(0), "s": np.float32(0)}))
+        await started(tail)
+        futures = [asyncio.ensure_future(batcher.infer({"x": x_of(i), "s": s})) for i, s in enumerate(scales)]
+        await until(lambda: batcher.depth == 5)
         tail.release.set()
-        outs = [f.result() for f in futures]
+        await held
+        for i, (out, s) in enumerate(zip(await asyncio.gather(*futures), scales, strict=True)):
+            np.testing.assert_array_equal(out, x_of(i) * 2 + s)
+
+    run(test)
     assert sorted(tail.batches[1:]) == [2, 3]
-    for i, (out, s) in enumerate(zip(outs, scales, strict=True)):
-        np.testing.assert_array_equal(out, x_of(i) * 2 + s)
 
 
 def test_a_full_queue_refuses_with_a_retry_hint_and_memory_stays_bounded() -> None:
     tail = Tail(hold_first=True)
-    batcher = Batcher(tail, ["x"], BatchConfig(max_batch_size=8, max_queue_size=4))
-    with ThreadPoolExecutor(8) as pool:
-        pool.submit(batcher.infer, {"x": x_of(0)}, 10.0)
-        tail.started.wait(10)
-        queued = submit_all(batcher, [{"x": x_of(i)} for i in range(4)], pool)
-        wait_until(lambda: batcher.depth == 4)
+    batcher = batcher_for(tail, max_batch_size=8, max_queue_size=4)
+
+    async def test() -> None:
+        held = asyncio.ensure_future(batcher.infer({"x": x_of(0)}))
+        await started(tail)
+        queued = [asyncio.ensure_future(batcher.infer({"x": x_of(i)})) for i in range(4)]
+        await until(lambda: batcher.depth == 4)
         with pytest.raises(Overloaded) as refused:
-            batcher.infer({"x": x_of(9)}, 10.0)
+            await batcher.infer({"x": x_of(9)})
         assert refused.value.retry_after_ms >= 1
         assert "max_queue_size 4" in str(refused.value)
         assert batcher.depth == 4
         tail.release.set()
-        assert [int(f.result()[0, 0]) for f in queued] == [0, 2, 4, 6]
+        await held
+        assert [int(o[0, 0]) for o in await asyncio.gather(*queued)] == [0, 2, 4, 6]
+
+    run(test)
 
 
 def test_a_request_whose_deadline_passes_in_the_queue_is_dropped_from_the_batch() -> None:
     tail = Tail(hold_first=True)
-    batcher = Batcher(tail, ["x"], BatchConfig(max_batch_size=8))
-    with ThreadPoolExecutor(4) as pool:
-        pool.submit(batcher.infer, {"x": x_of(0)}, 10.0)
-        tail.started.wait(10)
-        kept = pool.submit(batcher.infer, {"x": x_of(1)}, 10.0)
-        wait_until(lambda: batcher.depth == 1)
+    batcher = batcher_for(tail, max_batch_size=8)
+
+    async def test() -> None:
+        held = asyncio.ensure_future(batcher.infer({"x": x_of(0)}))
+        await started(tail)
+        kept = asyncio.ensure_future(batcher.infer({"x": x_of(1)}))
         with pytest.raises(DeadlineExceeded):
-            batcher.infer({"x": x_of(2)}, 0.01)
+            await batcher.infer({"x": x_of(2)}, timeout=0.01)
         tail.release.set()
-        np.testing.assert_array_equal(kept.result(), x_of(2))
+        await held
+        np.testing.assert_array_equal(await kept, x_of(2))
+
+    run(test)
     assert tail.batches == [1, 1]  # the expired request never ran
 
 
-def test_the_queue_delay_gathers_requests_that_arrive_within_it() -> None:
+def test_the_queue_delay_gathers_requests_and_a_full_batch_does_not_wait_it_out() -> None:
     tail = Tail()
-    batcher = Batcher(tail, ["x"], BatchConfig(max_batch_size=3, max_queue_delay_us=1_000_000))
-    with ThreadPoolExecutor(4) as pool:
-        futures = submit_all(batcher, [{"x": x_of(i)} for i in range(3)], pool)
-        outs = [f.result() for f in futures]  # the third fills the batch: no waiting out the second
+    batcher = batcher_for(tail, max_batch_size=3, max_queue_delay_us=1_000_000)
+
+    async def test() -> None:
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        outs = await asyncio.gather(*(batcher.infer({"x": x_of(i)}) for i in range(3)))
+        assert loop.time() - start < 0.9  # the third filled the batch
+        assert sorted(int(o[0, 0]) for o in outs) == [0, 2, 4]
+
+    run(test)
     assert tail.batches == [3]
-    assert sorted(int(o[0, 0]) for o in outs) == [0, 2, 4]
 
 
 def test_an_error_in_a_batch_reaches_each_of_its_requests_and_the_batcher_goes_on() -> None:
-    calls = []
+    calls: list[int] = []
 
     def flaky(feeds: Mapping[str, np.ndarray]) -> np.ndarray:
         calls.append(len(feeds["x"]))
@@ -150,40 +180,59 @@ def test_an_error_in_a_batch_reaches_each_of_its_requests_and_the_batcher_goes_o
             raise RuntimeError("boom")
         return feeds["x"]
 
-    batcher = Batcher(flaky, ["x"], BatchConfig())
-    with pytest.raises(RuntimeError, match="boom"):
-        batcher.infer({"x": x_of(1)}, 10.0)
-    np.testing.assert_array_equal(batcher.infer({"x": x_of(2)}, 10.0), x_of(2))
+    batcher = batcher_for(flaky)
+
+    async def test() -> None:
+        with pytest.raises(RuntimeError, match="boom"):
+            await batcher.infer({"x": x_of(1)})
+        np.testing.assert_array_equal(await batcher.infer({"x": x_of(2)}), x_of(2))
+
+    run(test)
 
 
-def test_after_close_queued_requests_finish_and_new_ones_run_in_the_callers_thread() -> None:
+def test_after_close_queued_requests_finish_and_new_ones_run_alone() -> None:
     tail = Tail(hold_first=True)
-    batcher = Batcher(tail, ["x"], BatchConfig())
-    with ThreadPoolExecutor(4) as pool:
-        first = pool.submit(batcher.infer, {"x": x_of(1)}, 10.0)
-        tail.started.wait(10)
-        queued = pool.submit(batcher.infer, {"x": x_of(2)}, 10.0)
-        wait_until(lambda: batcher.depth == 1)
+    batcher = batcher_for(tail)
+
+    async def test() -> None:
+        first = asyncio.ensure_future(batcher.infer({"x": x_of(1)}))
+        await started(tail)
+        queued = asyncio.ensure_future(batcher.infer({"x": x_of(2)}))
+        await until(lambda: batcher.depth == 1)
         batcher.close()
         tail.release.set()
-        np.testing.assert_array_equal(first.result(), x_of(2))
-        np.testing.assert_array_equal(queued.result(), x_of(4))
-    np.testing.assert_array_equal(batcher.infer({"x": x_of(3)}, 10.0), x_of(6))
-    assert "MainThread" in tail.threads
+        np.testing.assert_array_equal(await first, x_of(2))
+        np.testing.assert_array_equal(await queued, x_of(4))
+        np.testing.assert_array_equal(await batcher.infer({"x": x_of(3)}), x_of(6))
+
+    run(test)
+    assert tail.batches == [1, 1, 1]
 
 
-def test_with_batching_off_each_request_runs_alone_in_its_own_thread_and_the_bound_holds() -> None:
+def test_with_batching_off_requests_run_at_once_and_the_bound_holds() -> None:
     tail = Tail(hold_first=True)
-    batcher = Batcher(tail, ["x"], BatchConfig(enabled=False, max_queue_size=2))
-    with ThreadPoolExecutor(4) as pool:
-        running = submit_all(batcher, [{"x": x_of(1)}, {"x": x_of(2)}], pool)
-        wait_until(lambda: batcher.depth == 2)
+    batcher = batcher_for(tail, enabled=False, max_queue_size=2)
+
+    async def test() -> None:
+        running = [asyncio.ensure_future(batcher.infer({"x": x_of(i)})) for i in (1, 2)]
+        await until(lambda: batcher.depth == 2)
         with pytest.raises(Overloaded):
-            batcher.infer({"x": x_of(3)}, 10.0)
+            await batcher.infer({"x": x_of(3)})
         tail.release.set()
-        assert [int(f.result()[0, 0]) for f in running] == [2, 4]
+        assert [int(o[0, 0]) for o in await asyncio.gather(*running)] == [2, 4]
+
+    run(test)
     assert tail.batches == [1, 1]
-    assert "edgesplit-batcher" not in tail.threads
+
+
+def test_a_batcher_moves_to_a_new_event_loop_once_the_old_one_left_no_work() -> None:
+    batcher = batcher_for(Tail())
+    for i in range(2):  # two servers, one after the other, sharing one loaded model
+
+        async def test(i: int = i) -> None:
+            np.testing.assert_array_equal(await batcher.infer({"x": x_of(i)}), x_of(2 * i))
+
+        run(test)
 
 
 @pytest.mark.parametrize(
