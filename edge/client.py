@@ -49,11 +49,28 @@ _TRANSIENT = {
 }
 
 
+RETRY_AFTER_KEY = "retry-after-ms"
+"""Trailing metadata of an overloaded cloud: when to try again, in ms."""
+
+
+def _retry_after_s(err: grpc.RpcError) -> float | None:
+    trailing = getattr(err, "trailing_metadata", None)
+    for key, value in (trailing() if callable(trailing) else None) or ():
+        if key == RETRY_AFTER_KEY:
+            try:
+                return max(0.0, float(value)) / 1e3
+            except (TypeError, ValueError):
+                return None  # a hint that is not a number is no hint
+    return None
+
+
 def _translate(err: grpc.RpcError) -> EdgeError:
     code, details = err.code(), err.details()
     message = f"cloud answered {code.name}: {details}"
     reason = _TRANSIENT.get(code)
-    return CloudRejected(message) if reason is None else CloudUnavailable(message, reason)
+    if reason is None:
+        return CloudRejected(message)
+    return CloudUnavailable(message, reason, _retry_after_s(err) if reason == "overloaded" else None)
 
 
 class PendingReply:

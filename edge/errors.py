@@ -32,7 +32,12 @@ class CloudError(EdgeError):
 
 class CloudUnavailable(CloudError):
     """The cloud did not answer in time, is unreachable, or shed the load: falling back locally may help, and so
-    may trying again later (``reason``: ``deadline``, ``unavailable`` or ``overloaded``)."""
+    may trying again later (``reason``: ``deadline``, ``unavailable`` or ``overloaded``); ``retry_after_s`` is the
+    server's hint of when (its ``retry-after-ms`` trailing metadata), if it gave one."""
+
+    def __init__(self, message: str, reason: str | None = None, retry_after_s: float | None = None) -> None:
+        super().__init__(message, reason)
+        self.retry_after_s = retry_after_s
 
 
 class CloudRejected(CloudError):

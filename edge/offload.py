@@ -120,10 +120,15 @@ class Offload:
         except CloudRejected:
             self._breaker.record_success()
             raise
-        except CloudUnavailable:
+        except CloudUnavailable as exc:
             self._breaker.record_failure()
             self._failures += 1
-            delay = self._retry.delay_s(self._failures, self.deadline - self._clock(), self._rng)
+            remaining = self.deadline - self._clock()
+            delay = self._retry.delay_s(self._failures, remaining, self._rng)
+            if delay is not None and exc.retry_after_s is not None:  # the server said when: not before that
+                delay = max(delay, exc.retry_after_s)
+                if delay + self._retry.min_attempt_ms / 1e3 > remaining:
+                    raise  # its queue drains after our deadline: answer locally now, do not wait for nothing
             if delay is None or not self._breaker.allow():
                 raise
             self._retry_at = self._clock() + delay

@@ -136,6 +136,19 @@ def test_transient_failures_are_retried_after_a_backoff_until_the_reply() -> Non
     assert cloud.timeouts[2] == pytest.approx(1.0 - 0.02 - 0.04 - 2 * 0.01)
 
 
+def test_an_overloaded_clouds_retry_hint_is_honoured_and_a_hint_past_the_deadline_means_answer_now() -> None:
+    clock = Clock()
+    hinted = CloudUnavailable("RESOURCE_EXHAUSTED", "overloaded", retry_after_s=0.15)
+    cloud = Cloud(clock, [hinted, REPLY])
+    assert _offload(cloud, clock, attempts=3, base_ms=20, jitter=0.0).wait() is REPLY
+    assert clock.slept == pytest.approx([0.0, 0.15])  # the hint, not the 20 ms backoff
+    clock = Clock()
+    cloud = Cloud(clock, [CloudUnavailable("RESOURCE_EXHAUSTED", "overloaded", retry_after_s=5.0), REPLY])
+    with pytest.raises(CloudUnavailable):
+        _offload(cloud, clock, deadline=1.0, attempts=3, base_ms=20, jitter=0.0).wait()
+    assert len(cloud.calls) == 1 and clock.now < 0.1  # no waiting out a queue that drains after the deadline
+
+
 def test_a_rejection_is_not_retried_and_counts_as_the_cloud_being_up() -> None:
     clock = Clock()
     breaker = CircuitBreaker(failures=2, clock=clock)
