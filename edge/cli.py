@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import signal
 import sys
@@ -24,7 +25,7 @@ from protos.bundle import Bundle, Manifest
 from protos.codecs import CODECS
 from protos.credentials import read_tokens
 
-__all__ = ["add_arguments", "run"]
+__all__ = ["add_arguments", "run", "with_thresholds"]
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -46,6 +47,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--labels", type=Path, metavar="NPY", help="labels [N]: print accuracy and exit rates")
     parser.add_argument("--codec", choices=CODECS, help="wire codec of the split tensor (default: the manifest's)")
     parser.add_argument("--no-exits", action="store_true", help="never exit early")
+    parser.add_argument(
+        "--threshold",
+        action="append",
+        default=[],
+        metavar="EXIT=VALUE",
+        help="override an exit's calibrated threshold, e.g. exit0=0.9 (repeat for several exits)",
+    )
     parser.add_argument(
         "--adapt",
         metavar="BANDWIDTH/RTT",
@@ -109,9 +117,26 @@ def _client(args: argparse.Namespace, manifest: Manifest) -> CloudClient | None:
     return client
 
 
+def with_thresholds(bundle: Bundle, specs: list[str]) -> Bundle:
+    """``bundle`` with the exits' thresholds overridden by ``EXIT=VALUE`` specs (an unknown exit lists the valid)."""
+    values: dict[str, float] = {}
+    for spec in specs:
+        name, sep, value = spec.partition("=")
+        if not sep:
+            raise ValueError(f"--threshold {spec!r} is not EXIT=VALUE (e.g. exit0=0.9)")
+        bundle.manifest.exit(name.strip())
+        try:
+            values[name.strip()] = float(value)
+        except ValueError:
+            raise ValueError(f"--threshold {spec!r}: {value!r} is not a number") from None
+    if not values:
+        return bundle
+    return dataclasses.replace(bundle, manifest=bundle.manifest.with_thresholds(values, {}))
+
+
 def run(args: argparse.Namespace) -> int:
     """Answer every sample; with labels print a summary, else one line per answer. Or serve (``--listen``)."""
-    bundle = Bundle.load(args.bundle)
+    bundle = with_thresholds(Bundle.load(args.bundle), args.threshold)
     manifest = bundle.manifest
     client = _client(args, manifest)
     split = args.split if args.split is not None else (manifest.default_split if client else len(manifest.segments))

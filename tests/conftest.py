@@ -1,4 +1,5 @@
-"""Shared fixtures. Tests are marked by folder: tests/unit -> unit, tests/integration -> integration, tests/e2e -> e2e.
+"""Shared fixtures. Tests are marked by folder: tests/unit -> unit, tests/integration -> integration, tests/e2e -> e2e,
+tests/docker -> docker.
 
 The ``bundle`` fixture trains a small network on the digits for a few epochs (seconds) and exports it once per
 session; ``cloud`` serves it in-process on 127.0.0.1 with a free port. ``pki`` writes test certificates.
@@ -13,7 +14,7 @@ from pathlib import Path
 import grpc
 import pytest
 
-_FOLDER_MARKS = {"unit", "integration", "e2e"}
+_FOLDER_MARKS = {"unit", "integration", "e2e", "docker"}
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

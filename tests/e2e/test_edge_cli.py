@@ -101,3 +101,16 @@ def test_edge_cli_offloads_over_mutual_tls_with_a_token(bundle, digits, pki, tmp
             rows[name] = [row.split("\t") for row in done.stdout.strip().splitlines()]
     assert len(rows["edge"]) == n and all(row[3] == "cloud" and len(row) == 4 for row in rows["edge"]), rows
     assert len(rows["wrong"]) == n and all(row[3:] == ["edge", "degraded: rejected"] for row in rows["wrong"]), rows
+
+
+def test_thresholds_can_be_overridden_from_the_command_line(bundle) -> None:  # type: ignore[no-untyped-def]
+    from edge.cli import with_thresholds
+
+    name = bundle.manifest.exits[0].name
+    changed = with_thresholds(bundle, [f"{name}=0.99"])
+    assert changed.manifest.exit(name).threshold == 0.99 and bundle.manifest.exit(name).threshold != 0.99
+    assert with_thresholds(bundle, []) is bundle
+    with pytest.raises(ValueError, match="valid exits"):
+        with_thresholds(bundle, ["nope=0.5"])
+    with pytest.raises(ValueError, match="EXIT=VALUE"):
+        with_thresholds(bundle, [name])
