@@ -1,9 +1,11 @@
 """Dynamic batching on the server's event loop: requests for the same tail queue up and run as one ONNX Runtime
 batch.
 
-The knobs are Triton's: a batch holds at most ``max_batch_size`` samples, and the first request in the queue waits
-at most ``max_queue_delay_us`` for others to join it. With a delay of 0 nothing waits on purpose, yet batches still
-form under load: requests that arrive while a batch runs make up the next one. The queue is bounded
+The knobs are Triton's: a batch holds at most ``max_batch_size`` samples, and waits at most ``max_queue_delay_us``
+for more requests to join it, counted from its oldest request's arrival or from the end of the previous batch,
+whichever is later (so the clients a batch answered can rejoin the next one, rather than settling into two
+half-size cohorts that take turns). With a delay of 0 nothing waits on purpose, yet batches still form under load:
+requests that arrive while a batch runs make up the next one. The queue is bounded
 (``max_queue_size`` samples): past it, :class:`~cloud.errors.Overloaded` (``RESOURCE_EXHAUSTED``) with a retry
 hint, never unbounded memory.
 
@@ -45,7 +47,9 @@ class BatchConfig:
     Args:
         enabled: False runs each request by itself (several at once, in the worker threads).
         max_batch_size: the most samples in one ONNX Runtime run (a larger request runs alone).
-        max_queue_delay_us: how long the oldest queued request waits for others to join its batch.
+        max_queue_delay_us: how long a batch may wait for more requests to join it, counted from its oldest
+            request's arrival or, if later, from the end of the previous batch (so the requests answered by one
+            batch can rejoin the next instead of splitting the clients into half-size cohorts).
         max_queue_size: samples allowed to wait per tail (with batching off: requests running at once per tail);
             past it requests are refused with RESOURCE_EXHAUSTED and a retry hint.
     """
@@ -65,14 +69,17 @@ class BatchConfig:
 
 
 class _Item:
-    __slots__ = ("feeds", "future", "key", "n", "queued_at")
+    __slots__ = ("deadline", "feeds", "future", "key", "n", "queued_at")
 
-    def __init__(self, feeds: Feeds, n: int, key: bytes, future: asyncio.Future[np.ndarray]) -> None:
+    def __init__(
+        self, feeds: Feeds, n: int, key: bytes, future: asyncio.Future[np.ndarray], timeout: float | None
+    ) -> None:
         self.feeds = feeds
         self.n = n
         self.key = key
         self.future = future
         self.queued_at = time.monotonic()
+        self.deadline = self.queued_at + timeout if timeout is not None and timeout < _NO_DEADLINE_S else None
 
 
 class Batcher:
@@ -103,6 +110,7 @@ class Batcher:
         self._queue: deque[_Item] = deque()
         self._queued = 0  # samples waiting (batching) or running (batching off)
         self._running = False
+        self._free_since = 0.0  # when the last batch ended: a batch may gather from then on, up to the delay
         self._timer: asyncio.TimerHandle | None = None
         self._closed = False
         self._per_sample_s = 1e-3  # EWMA of run time per sample, for the retry hint
@@ -117,7 +125,7 @@ class Batcher:
 
         Raises:
             Overloaded: the queue is full (``retry_after_ms`` says when to try again).
-            DeadlineExceeded: ``timeout`` passed before the batch ran (the request is dropped from the queue).
+            DeadlineExceeded: ``timeout`` passed before its batch was formed (it does not run).
         """
         n = next((int(a.shape[0]) for name, a in feeds.items() if name in self._batched), 1)
         loop = asyncio.get_running_loop()
@@ -126,16 +134,11 @@ class Batcher:
         if self._queued + n > self.config.max_queue_size:
             raise self._refuse()
         key = b"".join(a.tobytes() for name, a in sorted(feeds.items()) if name not in self._batched)
-        item = _Item(feeds, n, key, loop.create_future())
+        item = _Item(feeds, n, key, loop.create_future(), timeout)
         self._queue.append(item)
         self._queued += n
         self._schedule()
-        if timeout is not None and timeout > _NO_DEADLINE_S:
-            timeout = None  # gRPC reports "no deadline" as a huge number of seconds
-        try:
-            return await asyncio.wait_for(item.future, timeout)
-        except TimeoutError:  # wait_for cancelled the future: the batch skips it
-            raise DeadlineExceeded(f"deadline passed with the request still queued ({timeout:.3f} s)") from None
+        return await item.future  # a deadline is checked when the batch is formed (no timer per request)
 
     def close(self) -> None:
         """Retire: what is queued still runs; later requests run alone (nothing is dropped)."""
@@ -169,7 +172,8 @@ class Batcher:
         """Start a batch now if one is due, else set a timer for when the oldest request has waited enough."""
         if self._running or not self._queue or self._loop is None:
             return
-        wait = self._queue[0].queued_at + self.config.max_queue_delay_us / 1e6 - time.monotonic()
+        since = max(self._queue[0].queued_at, self._free_since)
+        wait = since + self.config.max_queue_delay_us / 1e6 - time.monotonic()
         if wait <= 0 or self._queued >= self.config.max_batch_size:
             if self._timer is not None:
                 self._timer.cancel()
@@ -183,7 +187,7 @@ class Batcher:
         self._schedule()
 
     def _launch(self) -> None:
-        batch = [item for item in self._take() if not item.future.done()]  # done: cancelled by its deadline
+        batch = self._live(self._take())
         if not batch:
             self._schedule()
             return
@@ -198,6 +202,20 @@ class Batcher:
             }
         run = self._loop.run_in_executor(self._executor, self._timed, feeds, sum(item.n for item in batch))
         run.add_done_callback(lambda done: self._finish(batch, done))
+
+    @staticmethod
+    def _live(items: list[_Item]) -> list[_Item]:
+        """``items`` less those whose RPC was cancelled and those past their deadline (these get the error)."""
+        now, live = time.monotonic(), []
+        for item in items:
+            if item.future.done():
+                continue
+            if item.deadline is not None and now > item.deadline:
+                waited = now - item.queued_at
+                item.future.set_exception(DeadlineExceeded(f"deadline passed in the queue (waited {waited:.3f} s)"))
+                continue
+            live.append(item)
+        return live
 
     def _take(self) -> list[_Item]:
         """The oldest item and the queued items with its key, up to ``max_batch_size`` samples, in order."""
@@ -216,6 +234,7 @@ class Batcher:
 
     def _finish(self, batch: list[_Item], done: asyncio.Future[np.ndarray]) -> None:
         self._running = False
+        self._free_since = time.monotonic()
         error = done.exception()
         start = 0
         for item in batch:

@@ -58,7 +58,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--clients", type=int, nargs="+", default=list(CLIENTS), help="concurrent edges per run")
     parser.add_argument("--seconds", type=float, default=4.0, help="measured seconds per run (default: 4)")
     parser.add_argument("--max-batch-size", type=int, default=32)
-    parser.add_argument("--max-queue-delay-us", type=int, default=0)
+    parser.add_argument(
+        "--max-queue-delay-us", type=int, default=2000, help="the servers' batching delay (default: %(default)s)"
+    )
     parser.add_argument("--threads", type=int, default=0, help="ONNX Runtime threads (0: all cores)")
     parser.add_argument("--malformed", type=int, default=10_000, help="malformed requests sent (default: 10000)")
     parser.add_argument("--bench-epochs", type=int, default=1, help="training epochs of the default model")
@@ -98,8 +100,21 @@ def _limit(bundle: Bundle, split: int, inputs: np.ndarray, batch: int, threads: 
 
 def _server_args(args: argparse.Namespace, batching: bool) -> list[str]:
     flags = ["--threads", str(args.threads), "--log-level", "WARNING", "--max-batch-size", str(args.max_batch_size)]
-    flags += ["--max-queue-delay-us", str(args.max_queue_delay_us)]
+    flags += ["--max-queue-delay-us", str(args.max_queue_delay_us), "--metrics", "127.0.0.1:0"]
     return flags if batching else [*flags, "--no-batching"]
+
+
+def _batches(cloud: CloudProcess) -> tuple[float, float]:
+    """(samples, runs) the server's ONNX Runtime has done so far, from its metrics."""
+    import urllib.request
+
+    with urllib.request.urlopen(f"http://127.0.0.1:{cloud.metrics_port}/metrics", timeout=10) as reply:
+        lines = reply.read().decode().splitlines()
+
+    def total(prefix: str) -> float:
+        return sum(float(line.split()[-1]) for line in lines if line.startswith(prefix))
+
+    return total("edgesplit_cloud_batch_size_sum"), total("edgesplit_cloud_batch_size_count")
 
 
 def _parity(target: str, bundle: Bundle, split: int, inputs: np.ndarray, threads: int) -> dict[str, Any]:
@@ -141,6 +156,7 @@ def _measure(args: argparse.Namespace, bundle: Bundle, inputs_file: Path) -> lis
     ):
         for clients in args.clients:
             for batching, cloud in ((False, off), (True, on)):
+                samples, batches = _batches(cloud)
                 result = run_load(
                     cloud.target,
                     inputs_file,
@@ -150,7 +166,9 @@ def _measure(args: argparse.Namespace, bundle: Bundle, inputs_file: Path) -> lis
                     args.seconds,
                     input_name=spec.tensor.name,
                 )
+                more_samples, more_batches = (a - b for a, b in zip(_batches(cloud), (samples, batches), strict=True))
                 row = {"clients": clients, "batching": batching, **_rounded(result)}
+                row["mean_batch_size"] = round(more_samples / more_batches, 1) if more_batches else None
                 runs.append(row)
                 print(_row(row), file=sys.stderr, flush=True)
     return runs
@@ -171,7 +189,7 @@ def _row(row: dict[str, Any]) -> str:
     mode = "on " if row["batching"] else "off"
     return (
         f"{row['clients']:>7} {mode:>8} {row['throughput_rps']:>10.1f} {row['p50_ms']:>8.2f} {row['p99_ms']:>8.2f}"
-        f" {sum(row['errors'].values()):>6}"
+        f" {sum(row['errors'].values()):>6} {row['mean_batch_size'] or 0:>6.1f}"
     )
 
 
@@ -192,7 +210,9 @@ def _malformed(args: argparse.Namespace, bundle: Bundle, inputs: np.ndarray, wor
         return malformed_suite(cloud.target, cloud.process.pid, cases, good, token, args.malformed)
 
 
-def _summary(runs: list[dict[str, Any]], limit_rps: float, clients: int = 32) -> dict[str, Any]:
+def _summary(
+    runs: list[dict[str, Any]], limit_rps: float, limit_at_mean: float | None, clients: int = 32
+) -> dict[str, Any]:
     at = {r["batching"]: r for r in runs if r["clients"] == clients}
     if len(at) < 2:
         return {}
@@ -203,6 +223,9 @@ def _summary(runs: list[dict[str, Any]], limit_rps: float, clients: int = 32) ->
         "p99_on_ms": on["p99_ms"],
         "p99_off_ms": off["p99_ms"],
         "fraction_of_limit": round(on["throughput_rps"] / limit_rps, 3),
+        "mean_batch_size": on["mean_batch_size"],
+        "limit_rps_at_mean_batch": round(limit_at_mean, 1) if limit_at_mean else None,
+        "fraction_of_limit_at_mean_batch": round(on["throughput_rps"] / limit_at_mean, 3) if limit_at_mean else None,
     }
 
 
@@ -257,8 +280,13 @@ def run_cloud_bench(args: argparse.Namespace) -> int:
             f"limit: {limit_rps:.1f} samples/s at batch {args.max_batch_size}, {limit_b1:.1f} at batch 1",
             file=sys.stderr,
         )
-        print(f"{'clients':>7} {'batching':>8} {'rps':>10} {'p50 ms':>8} {'p99 ms':>8} {'errors':>6}", file=sys.stderr)
+        print(
+            f"{'clients':>7} {'batching':>8} {'rps':>10} {'p50 ms':>8} {'p99 ms':>8} {'errors':>6} {'batch':>6}",
+            file=sys.stderr,
+        )
         runs = _measure(args, bundle, workdir / "inputs.npy")
+        mean = next((r["mean_batch_size"] for r in runs if r["clients"] == 32 and r["batching"]), None)
+        limit_at_mean = _limit(bundle, args.split, inputs, round(mean), args.threads, args.seconds) if mean else None
         with CloudProcess([bundle.root], _server_args(args, True), timeout_s=300) as cloud:
             parity = _parity(cloud.target, bundle, args.split, inputs, args.threads)
         malformed = _malformed(args, bundle, inputs, workdir)
@@ -278,7 +306,7 @@ def run_cloud_bench(args: argparse.Namespace) -> int:
         "limit_batch_size": args.max_batch_size,
         "limit_batch1_rps": round(limit_b1, 1),
         "runs": runs,
-        "at_32_clients": _summary(runs, limit_rps),
+        "at_32_clients": _summary(runs, limit_rps, limit_at_mean),
         "parity": parity,
         "malformed": malformed,
         "plots": [_plot(runs, limit_rps, args.out).name],

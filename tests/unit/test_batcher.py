@@ -146,14 +146,35 @@ def test_a_request_whose_deadline_passes_in_the_queue_is_dropped_from_the_batch(
         held = asyncio.ensure_future(batcher.infer({"x": x_of(0)}))
         await started(tail)
         kept = asyncio.ensure_future(batcher.infer({"x": x_of(1)}))
-        with pytest.raises(DeadlineExceeded):
-            await batcher.infer({"x": x_of(2)}, timeout=0.01)
+        expired = asyncio.ensure_future(batcher.infer({"x": x_of(2)}, timeout=0.01))
+        await until(lambda: batcher.depth == 2)
+        await asyncio.sleep(0.02)  # its deadline passes while the held batch runs
         tail.release.set()
+        with pytest.raises(DeadlineExceeded):
+            await expired
         await held
         np.testing.assert_array_equal(await kept, x_of(2))
 
     run(test)
     assert tail.batches == [1, 1]  # the expired request never ran
+
+
+def test_the_delay_counts_from_the_end_of_the_last_batch_so_answered_clients_rejoin() -> None:
+    tail = Tail(hold_first=True)
+    batcher = batcher_for(tail, max_batch_size=4, max_queue_delay_us=1_000_000)
+
+    async def test() -> None:
+        first = [asyncio.ensure_future(batcher.infer({"x": x_of(i)})) for i in range(4)]  # full: runs at once
+        await started(tail)
+        second = [asyncio.ensure_future(batcher.infer({"x": x_of(i)})) for i in range(2)]
+        await until(lambda: batcher.depth == 2)
+        tail.release.set()
+        await asyncio.gather(*first)
+        again = [asyncio.ensure_future(batcher.infer({"x": x_of(i)})) for i in range(2)]  # the answered rejoin
+        await asyncio.gather(*second, *again)
+
+    run(test)
+    assert tail.batches == [4, 4]  # not [4, 2, 2]: the two that waited during the run were joined by two more
 
 
 def test_the_queue_delay_gathers_requests_and_a_full_batch_does_not_wait_it_out() -> None:
