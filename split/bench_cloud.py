@@ -59,7 +59,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seconds", type=float, default=4.0, help="measured seconds per run (default: 4)")
     parser.add_argument("--max-batch-size", type=int, default=32)
     parser.add_argument(
-        "--max-queue-delay-us", type=int, default=2000, help="the servers' batching delay (default: %(default)s)"
+        "--max-queue-delay-us", type=int, default=0, help="the servers' batching delay (default: %(default)s)"
     )
     parser.add_argument("--threads", type=int, default=0, help="ONNX Runtime threads (0: all cores)")
     parser.add_argument("--malformed", type=int, default=10_000, help="malformed requests sent (default: 10000)")
