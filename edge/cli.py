@@ -58,7 +58,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--adapt",
         metavar="BANDWIDTH/RTT",
         help="plan from the bundle's profile for this first guess of the link (e.g. 18.9mbit/20) and re-plan as"
-        " requests show the real one; the final plan is printed",
+        " requests show the real one; the final plan is printed (with --listen: in each reply's edgesplit.plan)",
     )
     parser.add_argument(
         "--emulate-slowdown",
@@ -151,7 +151,7 @@ def run(args: argparse.Namespace) -> int:
         race=args.race,
     )
     if args.listen:
-        return _serve(runtime, args.listen, args.metrics)
+        return _serve(runtime, args.listen, args.metrics, _adaptive(args, runtime, client) if args.adapt else None)
     if args.input is None:
         raise ValueError("give --input NPY (answer a file of samples) or --listen HOST:PORT (serve apps)")
     x = np.load(args.input, allow_pickle=False)
@@ -175,12 +175,7 @@ def run(args: argparse.Namespace) -> int:
 def _adapt(
     args: argparse.Namespace, runtime: EdgeRuntime, client: CloudClient | None, x: np.ndarray, labels: np.ndarray | None
 ) -> int:
-    if client is None:
-        raise ValueError("--adapt needs --cloud: adaptation moves work between the edge and a cloud")
-    bandwidth, _, rtt = args.adapt.partition("/")
-    adaptive = AdaptiveEdge(
-        runtime, client, cost_model(runtime.manifest), Network(parse_bandwidth(bandwidth), float(rtt or 0))
-    )
+    adaptive = _adaptive(args, runtime, client)
     stats = evaluate(adaptive, x, labels)[0] if labels is not None else None
     if stats is None:
         for sample in x:
@@ -189,14 +184,23 @@ def _adapt(
     return 0
 
 
-def _serve(runtime: EdgeRuntime, address: str, metrics: str | None) -> int:
+def _adaptive(args: argparse.Namespace, runtime: EdgeRuntime, client: CloudClient | None) -> AdaptiveEdge:
+    if client is None:
+        raise ValueError("--adapt needs --cloud: adaptation moves work between the edge and a cloud")
+    bandwidth, _, rtt = args.adapt.partition("/")
+    network = Network(parse_bandwidth(bandwidth), float(rtt or 0))
+    return AdaptiveEdge(runtime, client, cost_model(runtime.manifest), network)
+
+
+def _serve(runtime: EdgeRuntime, address: str, metrics: str | None, adaptive: AdaptiveEdge | None = None) -> int:
     """Serve until SIGTERM or SIGINT, then drain the requests in flight."""
-    server = EdgeServer(runtime, address)
+    server = EdgeServer(runtime, address, adaptive=adaptive)
     port = server.start()
     if metrics:
         metrics_port = MetricsServer(runtime.stats, metrics, runtime.manifest.model).start()
         print(f"edge metrics on http://{metrics.rsplit(':', 1)[0]}:{metrics_port}/metrics", flush=True)
-    print(f"edge serving on {address.rsplit(':', 1)[0]}:{port}", flush=True)
+    plan = f", adapting from the plan {adaptive.plan.label}" if adaptive else ""
+    print(f"edge serving on {address.rsplit(':', 1)[0]}:{port}{plan}", flush=True)
     signal.signal(signal.SIGTERM, lambda *_: server.stop(grace=5.0))
     try:
         server.wait()

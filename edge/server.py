@@ -4,6 +4,8 @@ An app sends a batch of model-ready inputs to ``ModelInfer`` as to any inference
 :func:`edge.batch.infer_batch` (exits on the device, the rest offloaded, degraded local answers when the cloud
 fails) and returns ``probabilities`` ``[B, classes]`` and ``label`` ``[B]``. Where each answer came from travels in
 the response parameter ``edgesplit.answers``: a JSON list with, per sample, ``source``, ``exit``, ``degraded``.
+With an :class:`~edge.adapt.AdaptiveEdge` (``edgesplit edge --listen ... --adapt BW/RTT``) samples are answered
+one by one on the adaptive route, which re-plans as the link changes; ``edgesplit.plan`` says the plan in force.
 
 Example:
     >>> server = EdgeServer(runtime, "127.0.0.1:0"); port = server.start()   # doctest: +SKIP
@@ -17,27 +19,32 @@ from concurrent import futures
 import grpc
 import numpy as np
 
+from edge.adapt import AdaptiveEdge
 from edge.batch import BatchRunner
-from edge.runtime import EdgeRuntime
+from edge.runtime import Answer, EdgeRuntime
 from protos import inference_pb2 as pb
 from protos import inference_pb2_grpc
 from protos.tensors import TensorFormatError, add_output, request_inputs, set_param
 
-__all__ = ["ANSWERS", "EdgeServer", "EdgeServicer"]
+__all__ = ["ANSWERS", "PLAN", "EdgeServer", "EdgeServicer"]
 
 ANSWERS = "edgesplit.answers"
+PLAN = "edgesplit.plan"
 """Response parameter: per sample, where its answer came from (JSON)."""
 
 
 class EdgeServicer(inference_pb2_grpc.GRPCInferenceServiceServicer):
     """KServe v2 over an :class:`EdgeRuntime`: one model, the bundle's."""
 
-    def __init__(self, runtime: EdgeRuntime, max_elements: int = 1 << 22) -> None:
+    def __init__(
+        self, runtime: EdgeRuntime, max_elements: int = 1 << 22, adaptive: AdaptiveEdge | None = None
+    ) -> None:
         self._runtime = runtime
         self._batch = BatchRunner(runtime)
         self._max_elements = max_elements
         m = runtime.manifest
         self._model, self._input, self._sample = m.model, m.input, m.input.sample_shape
+        self._adaptive = adaptive
 
     def ServerLive(self, request: pb.ServerLiveRequest, context: grpc.ServicerContext) -> pb.ServerLiveResponse:
         return pb.ServerLiveResponse(live=True)
@@ -74,13 +81,20 @@ class EdgeServicer(inference_pb2_grpc.GRPCInferenceServiceServicer):
     def ModelInfer(self, request: pb.ModelInferRequest, context: grpc.ServicerContext) -> pb.ModelInferResponse:
         self._check_model(request.model_name, context)
         x = self._input_of(request, context)
-        answers = self._batch.infer(x)
+        answers = self._answer(x)
         response = pb.ModelInferResponse(model_name=self._model, model_version="1", id=request.id)
         add_output(response, "probabilities", np.stack([a.probabilities for a in answers]).astype(np.float32))
         add_output(response, "label", np.array([a.label for a in answers], dtype=np.int64))
         where = [{"source": a.source, "exit": a.exit, "degraded": a.degraded} for a in answers]
         set_param(response.parameters, ANSWERS, json.dumps(where, separators=(",", ":")))
+        if self._adaptive is not None:
+            set_param(response.parameters, PLAN, self._adaptive.plan.label)
         return response
+
+    def _answer(self, x: np.ndarray) -> list[Answer]:
+        if self._adaptive is None:
+            return self._batch.infer(x)
+        return [self._adaptive.infer(sample) for sample in x]  # each answer teaches the estimator (may re-plan)
 
     def _check_model(self, name: str, context: grpc.ServicerContext) -> None:
         if name != self._model:
@@ -102,13 +116,20 @@ class EdgeServicer(inference_pb2_grpc.GRPCInferenceServiceServicer):
 class EdgeServer:
     """A gRPC server for :class:`EdgeServicer` on ``address`` (``host:port``; port 0 picks a free one)."""
 
-    def __init__(self, runtime: EdgeRuntime, address: str, workers: int = 4, max_message_bytes: int = 16 << 20):
+    def __init__(
+        self,
+        runtime: EdgeRuntime,
+        address: str,
+        workers: int = 4,
+        max_message_bytes: int = 16 << 20,
+        adaptive: AdaptiveEdge | None = None,
+    ):
         limits = [
             ("grpc.max_receive_message_length", max_message_bytes),
             ("grpc.max_send_message_length", max_message_bytes),
         ]
         self._server = grpc.server(futures.ThreadPoolExecutor(max_workers=workers), options=limits)
-        servicer = EdgeServicer(runtime, max_elements=max_message_bytes // 4)
+        servicer = EdgeServicer(runtime, max_elements=max_message_bytes // 4, adaptive=adaptive)
         inference_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(servicer, self._server)
         self._address = address
 

@@ -83,3 +83,42 @@ def test_the_edge_switches_when_the_link_drops_and_answers_every_request(  # typ
     status = edge.status()
     assert status["estimate"]["rtt_ms"] > 2 * FAST.rtt_ms
     assert status["switches"][-1]["to"] == edge.plan.label
+
+
+def test_the_serving_edge_re_plans_and_says_so_in_each_reply(  # type: ignore[no-untyped-def]
+    costs: CostModel, bundle: Bundle, cloud: str, digits
+) -> None:
+    import grpc
+
+    from edge.server import PLAN, EdgeServer
+    from protos import inference_pb2 as pb
+    from protos.inference_pb2_grpc import GRPCInferenceServiceStub
+    from protos.tensors import add_input, get_param
+
+    m = bundle.manifest
+    with NetSim() as sim:
+        listen = sim.create_proxy("cloud", cloud)
+        sim.apply_profile("cloud", FAST)
+        client = CloudClient(listen, model=m.model, bundle_hash=m.content_hash, timeout_s=10)
+        client.wait_ready()
+        adaptive = AdaptiveEdge(EdgeRuntime(bundle, cloud=client), client, costs, _network(FAST), probe_every=5)
+        server = EdgeServer(adaptive.runtime, "127.0.0.1:0", adaptive=adaptive)
+        port = server.start()
+        plans = []
+        try:
+            with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+                stub = GRPCInferenceServiceStub(channel)
+                for i in range(90):
+                    if i == 30:
+                        adaptive.wait_probes(timeout=10)
+                        sim.apply_profile("cloud", SLOW)
+                    request = pb.ModelInferRequest(model_name=m.model)
+                    add_input(request, m.input.name, digits.x_test[i : i + 1].astype("float32"))
+                    plans.append(get_param(stub.ModelInfer(request, timeout=30).parameters, PLAN))
+        finally:
+            server.stop(grace=1.0)
+            adaptive.wait_probes(timeout=10)
+            client.close()
+    assert len(plans) == 90 and all(plans)
+    assert plans[-1] != plans[29], f"the serving edge kept its plan {plans[-1]} after the link dropped"
+    assert plans[-1] == adaptive.plan.label and adaptive.plan.offload_rate <= 0.5
