@@ -53,6 +53,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="the loss must be within budget with this one-sided confidence (0.5: point estimate; default %(default)s)",
     )
     parser.add_argument("--epochs", type=int, default=10)
+    parser.add_argument(
+        "--exit-loss",
+        default="ce",
+        choices=["ce", "kd"],
+        help="how exits learn: cross-entropy, or distillation from the final classifier (default %(default)s)",
+    )
+    parser.add_argument("--kd-temperature", type=float, default=4.0, help="the distillation temperature")
+    parser.add_argument(
+        "--kd-alpha", type=float, default=0.0, help="the share of cross-entropy mixed into a kd exit loss (0..1)"
+    )
     parser.add_argument("--default-split", type=int, default=1, help="the split point the edge starts with")
     parser.add_argument("--codec", default="fp32", choices=CODECS, help="the edge's default wire codec")
     parser.add_argument("--cache-dir", type=Path, default=None, help="trained models (default: $EDGESPLIT_CACHE)")
@@ -112,7 +122,7 @@ def _make_bundle(args: argparse.Namespace, out: Path) -> Bundle:
     from split.data import load_dataset
     from split.partition import ModelConfig
     from split.pipeline import BundleConfig, UserModel, default_cache_dir, make_bundle
-    from split.train import TrainConfig
+    from split.train import ExitLoss, TrainConfig
 
     kwargs = {"data_dir": args.data_dir} if args.dataset == "fashion-mnist" else {}
     data = load_dataset(args.dataset, **kwargs)
@@ -140,6 +150,7 @@ def _make_bundle(args: argparse.Namespace, out: Path) -> Bundle:
         cache=args.cache_dir or default_cache_dir(),
         out=out,
         user=user,
+        loss=ExitLoss(args.exit_loss, args.kd_temperature, args.kd_alpha),
     )
     return bundle
 

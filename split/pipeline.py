@@ -19,7 +19,7 @@ from split.data import Dataset
 from split.export import export_bundle
 from split.models import build
 from split.partition import ModelConfig, SplitNet, build_splitnet
-from split.train import TrainConfig, predict, train_exits, train_joint
+from split.train import ExitLoss, TrainConfig, predict, train_exits, train_joint
 from split.usermodel import load_user_model, user_model_key
 
 __all__ = ["BundleConfig", "UserModel", "calibrate_net", "default_cache_dir", "make_bundle", "trained_model"]
@@ -71,28 +71,32 @@ def trained_model(
     cache: Path,
     progress: bool = True,
     user: UserModel | None = None,
+    loss: ExitLoss | None = None,
 ) -> tuple[SplitNet, bool]:
     """The trained network for these configs, from ``cache`` when present; (net, was_cached).
 
     A family (``model.family``) is trained jointly with its exits; a :class:`UserModel` with weights keeps
-    its backbone and trains the exits alone.
+    its backbone and trains the exits alone. ``loss`` is how the exits learn (default: cross-entropy; only a
+    non-default one enters the cache key, so models trained before it existed stay cached).
     """
+    loss = loss or ExitLoss()
+    loss_key = [] if loss == ExitLoss() else [loss]
     torch.manual_seed(train.seed)
     if user is None:
         module = build(model.family, model.in_channels, model.num_classes, model.width, model.image_size)
-        key = _key(model, train, data.name)
+        key = _key(model, train, data.name, *loss_key)
     else:
         module = load_user_model(user.path, user.function, user.weights)
-        key = _key(model, train, data.name, user_model_key(user.path, user.function, user.weights))
+        key = _key(model, train, data.name, user_model_key(user.path, user.function, user.weights), *loss_key)
     net = build_splitnet(model, module)
     path = cache / "models" / f"{model.family}-{data.name}-{key}.pt"
     if path.is_file():
         net.load_state_dict(torch.load(path, weights_only=True))
         return net.eval(), True
     if user is not None and user.weights is not None:
-        train_exits(net, data, train, progress=progress)
+        train_exits(net, data, train, progress, loss)
     else:
-        train_joint(net, data, train, progress=progress)
+        train_joint(net, data, train, progress, loss)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
     torch.save(net.state_dict(), tmp)
@@ -125,12 +129,15 @@ def make_bundle(
     out: Path | None = None,
     progress: bool = True,
     user: UserModel | None = None,
+    loss: ExitLoss | None = None,
 ) -> tuple[Bundle, SplitNet]:
     """Train (or load), calibrate and export; reuses an exported bundle whose inputs are unchanged."""
-    net, _ = trained_model(data, model, train, cache, progress, user)
+    net, _ = trained_model(data, model, train, cache, progress, user, loss)
     if out is None:
         extra = user_model_key(user.path, user.function, user.weights) if user else ""
-        out = cache / "bundles" / f"{model.family}-{data.name}-{_key(model, train, config, data.name, extra)}"
+        loss_key = [] if loss is None or loss == ExitLoss() else [loss]
+        key = _key(model, train, config, data.name, extra, *loss_key)
+        out = cache / "bundles" / f"{model.family}-{data.name}-{key}"
         try:
             return Bundle.load(out), net
         except BundleError:
