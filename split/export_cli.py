@@ -11,7 +11,7 @@ import argparse
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from protos.bundle import Bundle
+from protos.bundle import EDGE_PRECISIONS, Bundle
 from protos.codecs import CODECS
 
 if TYPE_CHECKING:
@@ -65,6 +65,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--default-split", type=int, default=1, help="the split point the edge starts with")
     parser.add_argument("--codec", default="fp32", choices=CODECS, help="the edge's default wire codec")
+    parser.add_argument(
+        "--edge-precision",
+        default="fp32",
+        choices=EDGE_PRECISIONS,
+        help="int8: static int8 (QDQ) segments and exits, calibrated on the calibration split; tails stay fp32",
+    )
     parser.add_argument("--cache-dir", type=Path, default=None, help="trained models (default: $EDGESPLIT_CACHE)")
     _add_triton_arguments(parser)
 
@@ -146,7 +152,9 @@ def _make_bundle(args: argparse.Namespace, out: Path) -> Bundle:
         data,
         model,
         TrainConfig(epochs=args.epochs),
-        BundleConfig(args.criterion, args.budget / 100, args.default_split, args.codec, args.confidence),
+        BundleConfig(
+            args.criterion, args.budget / 100, args.default_split, args.codec, args.confidence, args.edge_precision
+        ),
         cache=args.cache_dir or default_cache_dir(),
         out=out,
         user=user,
@@ -157,7 +165,10 @@ def _make_bundle(args: argparse.Namespace, out: Path) -> Bundle:
 
 def _print_bundle(bundle: Bundle, out: Path) -> None:
     m = bundle.manifest
-    print(f"bundle {out}: {m.model}, {len(m.segments)} segments, split points {list(m.split_indices)}")
+    print(
+        f"bundle {out}: {m.model}, {len(m.segments)} segments ({m.edge_precision} edge),"
+        f" split points {list(m.split_indices)}"
+    )
     for e in m.exits:
         stats = dict(e.calibration)
         print(f"  {e.name} after segment {e.after_segment}: {e.criterion} threshold {e.threshold:.4f},"
