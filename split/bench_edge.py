@@ -23,6 +23,7 @@ import json
 import platform
 import shutil
 import sys
+import tempfile
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -184,18 +185,24 @@ def distillation(
 
 
 def bench_family(
-    family: str, width: float, data: Dataset, train: TrainConfig, config: BundleConfig, args: argparse.Namespace
+    family: str,
+    width: float,
+    data: Dataset,
+    train: TrainConfig,
+    config: BundleConfig,
+    args: argparse.Namespace,
+    work: Path,
 ) -> dict[str, Any]:
-    """Every variant of ``family``'s edge, and the distillation comparison."""
+    """Every variant of ``family``'s edge (bundles written under ``work``), and the distillation comparison."""
     started = time.perf_counter()
     model = ModelConfig(family, width=width, in_channels=data.input_shape[0], image_size=data.input_shape[-1])
     cache = args.cache_dir or default_cache_dir()
-    fp32, net = make_bundle(data, model, train, config, cache, args.out / "bundles" / f"{family}-fp32", False)
+    fp32, net = make_bundle(data, model, train, config, cache, work / f"{family}-fp32", False)
     n = len(fp32.manifest.segments)
     split = n // 2 if args.split is None else args.split
     if not 1 <= split < n:
         raise ValueError(f"split must be in 1..{n - 1} (a split that offloads after some edge work), got {split}")
-    int8 = int8_bundle(fp32, args.out / "bundles" / f"{family}-int8", net, data, config)
+    int8 = int8_bundle(fp32, work / f"{family}-int8", net, data, config)
     result: dict[str, Any] = {
         "split": split,
         "accuracy_full": float((predict(net, data.x_test)[0].argmax(-1) == data.y_test).mean()),
@@ -279,9 +286,10 @@ def run_edge(args: argparse.Namespace) -> int:
     train = TrainConfig(epochs=args.epochs, batch_size=128, lr=4e-3)
     config = BundleConfig(args.criterion, args.budget / 100, 1, "fp32", args.confidence)
     results = {}
-    for family in args.families:
-        print(f"{family}: loading, exporting fp32 and int8 edges, measuring, training ce/kd exits", file=sys.stderr)
-        results[family] = bench_family(family, SIZES[family]["width"], data, train, config, args)
+    with tempfile.TemporaryDirectory() as work:
+        for family in args.families:
+            print(f"{family}: loading, exporting fp32 and int8 edges, measuring, ce/kd exits", file=sys.stderr)
+            results[family] = bench_family(family, SIZES[family]["width"], data, train, config, args, Path(work))
     args.out.mkdir(parents=True, exist_ok=True)
     path = plot(results, args.out)
     report = {
