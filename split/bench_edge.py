@@ -7,7 +7,8 @@ For each family on Fashion-MNIST (the accuracy benchmark's trained models, from 
   an offloaded sample), its bytes (the ONNX files of those segments and exits), the same two for the whole model
   on the edge (``*_full_edge``: every segment and exit), and, on the test split, the
   hybrid's accuracy and edge exit rate (the exported graphs on the edge, the fp32 tail for offloaded samples).
-  ``pruned`` is not implemented yet and is written as ``null``.
+  ``pruned`` (:mod:`split.prune`): the edge segments with ``--prune-ratio`` of their prunable channels removed by
+  filter magnitude and the net fine-tuned ``--prune-epochs``, exported fp32 and calibrated like the others.
 * distillation: the exits are re-initialised and trained on the frozen backbone, once by cross-entropy and once
   by distillation from the final classifier (same seed, epochs and samples), each calibrated within the same
   budget; their edge exit rates and hybrid accuracies on the test split.
@@ -37,9 +38,10 @@ from edge.policy import criterion, softmax
 from protos.bundle import Bundle, Manifest
 from split.calibrate import calibrate, cascade
 from split.data import Dataset, load_fashion_mnist
-from split.export import with_calibration
+from split.export import export_bundle, with_calibration
 from split.partition import ModelConfig, SplitNet
 from split.pipeline import BundleConfig, calibrate_net, default_cache_dir, make_bundle
+from split.prune import PruneConfig, prune_and_finetune
 from split.quantize import edge_outputs, quantize_edge
 from split.train import ExitLoss, TrainConfig, predict, train_exits
 
@@ -56,6 +58,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     edge.add_argument("--kd-train", type=int, default=20000, help="training samples for ce vs. kd exits")
     edge.add_argument("--kd-temperature", type=float, default=4.0, help="the distillation temperature")
     edge.add_argument("--kd-alpha", type=float, default=0.0, help="cross-entropy share of the kd loss")
+    edge.add_argument("--prune-ratio", type=float, default=0.5, help="channels removed from the edge segments")
+    edge.add_argument("--prune-epochs", type=int, default=1, help="fine-tuning epochs after pruning")
 
 
 def _session(path: Path) -> ort.InferenceSession:
@@ -126,6 +130,32 @@ def int8_bundle(fp32: Bundle, out: Path, net: SplitNet, data: Dataset, config: B
     quantize_edge(out, manifest, data.x_cal)
     _, logits = edge_outputs(out, manifest, data.x_cal)
     with_calibration(out, manifest, calibrate_net(net, data, config, [logits[e.name] for e in manifest.exits]))
+    return Bundle.load(out)
+
+
+def pruned_bundle(
+    net: SplitNet,
+    model: ModelConfig,
+    split: int,
+    data: Dataset,
+    config: BundleConfig,
+    train: TrainConfig,
+    prune: PruneConfig,
+    out: Path,
+) -> Bundle:
+    """``net`` with its segments before ``split`` channel-pruned and fine-tuned, calibrated and exported (fp32)."""
+    pruned = prune_and_finetune(net, split, data, prune, train)
+    export_bundle(
+        pruned,
+        model,
+        out,
+        model_name=f"{model.family}_{data.name}_pruned",
+        classes=data.classes,
+        default_split=split,
+        calibration=calibrate_net(pruned, data, config),
+        criterion=config.criterion,
+        preprocessing=data.preprocessing,
+    )
     return Bundle.load(out)
 
 
@@ -207,9 +237,10 @@ def bench_family(
         "split": split,
         "accuracy_full": float((predict(net, data.x_test)[0].argmax(-1) == data.y_test).mean()),
     }
-    for name, bundle in (("fp32", fp32), ("int8", int8)):
+    pruned = pruned_bundle(net, model, split, data, config, train, PruneConfig(args.prune_ratio, args.prune_epochs),
+                           work / f"{family}-pruned")  # fmt: skip
+    for name, bundle in (("fp32", fp32), ("int8", int8), ("pruned", pruned)):
         result[name] = _variant(bundle, split, data, args.repeats)
-    result["pruned"] = None
     kd = ExitLoss("kd", args.kd_temperature, args.kd_alpha)
     kd_train = TrainConfig(epochs=args.kd_epochs, batch_size=train.batch_size, lr=train.lr, seed=train.seed)
     result["distillation"] = distillation(net, data, split, config, kd_train, kd, args.kd_train)

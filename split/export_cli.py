@@ -66,6 +66,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--default-split", type=int, default=1, help="the split point the edge starts with")
     parser.add_argument("--codec", default="fp32", choices=CODECS, help="the edge's default wire codec")
     parser.add_argument(
+        "--prune",
+        type=float,
+        default=0.0,
+        metavar="RATIO",
+        help="remove this fraction of channels (by filter L1 norm) in the edge's segments, then fine-tune",
+    )
+    parser.add_argument("--prune-epochs", type=int, default=1, help="fine-tuning epochs after pruning")
+    parser.add_argument(
         "--edge-precision",
         default="fp32",
         choices=EDGE_PRECISIONS,
@@ -128,6 +136,7 @@ def _make_bundle(args: argparse.Namespace, out: Path) -> Bundle:
     from split.data import load_dataset
     from split.partition import ModelConfig
     from split.pipeline import BundleConfig, UserModel, default_cache_dir, make_bundle
+    from split.prune import PruneConfig
     from split.train import ExitLoss, TrainConfig
 
     kwargs = {"data_dir": args.data_dir} if args.dataset == "fashion-mnist" else {}
@@ -159,6 +168,7 @@ def _make_bundle(args: argparse.Namespace, out: Path) -> Bundle:
         out=out,
         user=user,
         loss=ExitLoss(args.exit_loss, args.kd_temperature, args.kd_alpha),
+        prune=PruneConfig(args.prune, args.prune_epochs) if args.prune else None,
     )
     return bundle
 

@@ -20,6 +20,7 @@ from split.data import Dataset
 from split.export import export_bundle, with_calibration
 from split.models import build
 from split.partition import ModelConfig, SplitNet, build_splitnet
+from split.prune import PruneConfig, prune_and_finetune
 from split.quantize import edge_outputs
 from split.train import ExitLoss, TrainConfig, predict, train_exits, train_joint
 from split.usermodel import load_user_model, user_model_key
@@ -148,18 +149,23 @@ def make_bundle(
     progress: bool = True,
     user: UserModel | None = None,
     loss: ExitLoss | None = None,
+    prune: PruneConfig | None = None,
 ) -> tuple[Bundle, SplitNet]:
-    """Train (or load), calibrate and export; reuses an exported bundle whose inputs are unchanged."""
+    """Train (or load), calibrate and export; reuses an exported bundle whose inputs are unchanged. With
+    ``prune``, the edge's segments (before the default split) are channel-pruned and the net fine-tuned."""
     net, _ = trained_model(data, model, train, cache, progress, user, loss)
     if out is None:
         extra = user_model_key(user.path, user.function, user.weights) if user else ""
-        loss_key = [] if loss is None or loss == ExitLoss() else [loss]
+        loss_key: list[Any] = [] if loss is None or loss == ExitLoss() else [loss]
+        loss_key += [prune] if prune else []
         key = _key(model, train, config, data.name, extra, *loss_key)
         out = cache / "bundles" / f"{model.family}-{data.name}-{key}"
         try:
             return Bundle.load(out), net
         except BundleError:
             pass
+    if prune is not None:
+        net = prune_and_finetune(net, config.default_split, data, prune, train, progress)
     calibration = calibrate_net(net, data, config)
     int8 = config.edge_precision == "int8"
     manifest = export_bundle(
