@@ -266,10 +266,12 @@ def plot(results: dict[str, dict[str, Any]], out: Path) -> Path:
     fig, axes = plt.subplots(1, 3, figsize=(15, 4))
     panels = [("latency_ms", "edge head latency (ms, 1 thread)"), ("bytes", "edge head bytes")]
     for ax, (key, label) in zip(axes[:2], panels, strict=True):
-        for j, variant in enumerate(v for v in VARIANTS if any(results[f].get(v) for f in families)):
+        present = [v for v in VARIANTS if any(results[f].get(v) for f in families)]
+        width = 0.8 / len(present)
+        for j, variant in enumerate(present):
             values = [results[f][variant][key] if results[f].get(variant) else 0 for f in families]
-            ax.bar(xs + 0.4 * j, values, 0.4, label=variant)
-        ax.set(xticks=xs + 0.2, xticklabels=families, ylabel=label)
+            ax.bar(xs + width * j, values, width, label=variant)
+        ax.set(xticks=xs + 0.4 - width / 2, xticklabels=families, ylabel=label)
         ax.legend()
     for j, kind in enumerate(("ce", "kd")):
         rates = [100 * results[f]["distillation"][f"{kind}_exit_rate"] for f in families]
