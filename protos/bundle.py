@@ -23,6 +23,7 @@ from typing import Any
 
 __all__ = [
     "CRITERIA",
+    "EDGE_PRECISIONS",
     "FORMAT_VERSION",
     "MANIFEST",
     "WIRE_FORMATS",
@@ -40,6 +41,8 @@ __all__ = [
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
 CRITERIA = ("max_softmax", "entropy")
+EDGE_PRECISIONS = ("fp32", "int8")
+"""How the edge graphs (segments and exits) compute: float32, or int8 in QDQ form (float32 inputs and outputs)."""
 _DATATYPES = ("FP32", "FP16", "INT8", "UINT8", "INT32", "INT64")
 
 
@@ -152,11 +155,17 @@ class Manifest:
     profile: Mapping[str, Any] = field(default_factory=dict)
     """Measured costs written by ``edgesplit profile`` (edge segment and exit latency, …); per split point they
     are in :attr:`SplitPoint.cost`. Not covered by the content hash: profiling does not change the model."""
+    edge_precision: str = "fp32"
+    """:data:`EDGE_PRECISIONS`: how the segments and exits were exported; the tails are always float32."""
 
     def __post_init__(self) -> None:
         _require(
             self.format_version == FORMAT_VERSION,
             f"manifest format {self.format_version} is not supported (this reader knows {FORMAT_VERSION})",
+        )
+        _require(
+            self.edge_precision in EDGE_PRECISIONS,
+            f"edge precision {self.edge_precision!r} is not one of {EDGE_PRECISIONS}",
         )
         _require(bool(self.segments), "a bundle needs at least one segment")
         _require(
@@ -245,6 +254,7 @@ class Manifest:
                 content_hash=data.get("content_hash", ""),
                 format_version=data.get("format_version", -1),
                 profile=data.get("profile", {}),
+                edge_precision=data.get("edge_precision", "fp32"),
             )
         except (KeyError, TypeError) as exc:
             raise BundleError(f"malformed manifest: {type(exc).__name__}: {exc}") from exc

@@ -311,7 +311,9 @@ def _table(results: dict[str, FamilyResult]) -> str:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The subcommand's options."""
-    parser.add_argument("which", choices=["accuracy", "network", "faults", "cloud"], help="the benchmark to run")
+    parser.add_argument(
+        "which", choices=["accuracy", "network", "faults", "cloud", "edge"], help="the benchmark to run"
+    )
     parser.add_argument("--out", type=Path, required=True, metavar="DIR", help="where results.json and plots go")
     parser.add_argument(
         "--data-dir", type=Path, default=None, help="a directory holding the four Fashion-MNIST IDX files"
@@ -338,6 +340,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     from split.bench_cloud import add_arguments as cloud_arguments
 
     cloud_arguments(parser)
+    from split.bench_edge import add_arguments as edge_arguments
+
+    edge_arguments(parser)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -350,6 +355,10 @@ def run(args: argparse.Namespace) -> int:
         from split.bench_cloud import run_cloud_bench
 
         return run_cloud_bench(args)
+    if args.which == "edge":
+        from split.bench_edge import run_edge
+
+        return run_edge(args)
     if args.which == "network":
         from split.bench_network import run_network
 

@@ -11,16 +11,18 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
-from protos.bundle import WIRE_FORMATS, Exit, Manifest, Segment, SplitPoint, TensorSpec, write_manifest
+from protos.bundle import EDGE_PRECISIONS, WIRE_FORMATS, Exit, Manifest, Segment, SplitPoint, TensorSpec, write_manifest
 from protos.codecs import Codec
 from split.calibrate import Calibration
 from split.partition import ModelConfig, SplitNet
+from split.quantize import quantize_edge
 from split.wire import write_tail_variant
 
-__all__ = ["boundary_name", "export_bundle", "export_onnx"]
+__all__ = ["boundary_name", "export_bundle", "export_onnx", "with_calibration"]
 
 
 def boundary_name(index: int, n_segments: int) -> str:
@@ -71,14 +73,19 @@ def export_bundle(
     criterion: str = "max_softmax",
     preprocessing: Mapping[str, Any] | None = None,
     codec: str = "fp32",
+    edge_precision: str = "fp32",
+    calibration_inputs: np.ndarray | None = None,
 ) -> Manifest:
     """Write the bundle directory ``out`` (replacing it) and return its stamped manifest.
 
     Files: ``segments/seg{i}.onnx`` (edge), ``exits/{name}.onnx`` (edge), ``tails/tail{k}.onnx`` (cloud: the
     segments from ``k`` on, fused into one graph, for every split point ``k`` that offloads) and
     ``tails/tail{k}.{format}.onnx`` taking each other wire format. ``codec`` is the edge's default codec.
+    ``edge_precision="int8"`` quantizes the segments and exits (:mod:`split.quantize`), calibrated on
+    ``calibration_inputs`` (model inputs); the tails stay float32.
     """
     Codec.parse(codec)
+    _check_precision(edge_precision, calibration_inputs)
     net.eval()
     n = len(net.segments)
     shapes = net.boundary_shapes(config.input_shape)
@@ -118,10 +125,25 @@ def export_bundle(
         split_points=tuple(split_points),
         default_split=default_split,
         preprocessing=dict(preprocessing or {}),
+        edge_precision=edge_precision,
     )
+    if calibration_inputs is not None and edge_precision == "int8":  # checked above: int8 has them
+        quantize_edge(out, manifest, calibration_inputs)
     if calibration is not None:
         manifest = manifest.with_thresholds(calibration.thresholds, _calibration_stats(calibration))
     return write_manifest(out, manifest)
+
+
+def with_calibration(out: Path, manifest: Manifest, calibration: Calibration) -> Manifest:
+    """Rewrite the bundle ``out``'s manifest with new thresholds and statistics; returns the stamped copy."""
+    return write_manifest(out, manifest.with_thresholds(calibration.thresholds, _calibration_stats(calibration)))
+
+
+def _check_precision(edge_precision: str, calibration_inputs: np.ndarray | None) -> None:
+    if edge_precision not in EDGE_PRECISIONS:
+        raise ValueError(f"edge precision {edge_precision!r} is not one of {EDGE_PRECISIONS}")
+    if edge_precision == "int8" and calibration_inputs is None:
+        raise ValueError("an int8 edge needs calibration_inputs (e.g. the calibration split's inputs)")
 
 
 def _calibration_stats(cal: Calibration) -> dict[str, dict[str, Any]]:

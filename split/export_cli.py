@@ -11,7 +11,7 @@ import argparse
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from protos.bundle import Bundle
+from protos.bundle import EDGE_PRECISIONS, Bundle
 from protos.codecs import CODECS
 
 if TYPE_CHECKING:
@@ -53,8 +53,32 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="the loss must be within budget with this one-sided confidence (0.5: point estimate; default %(default)s)",
     )
     parser.add_argument("--epochs", type=int, default=10)
+    parser.add_argument(
+        "--exit-loss",
+        default="ce",
+        choices=["ce", "kd"],
+        help="how exits learn: cross-entropy, or distillation from the final classifier (default %(default)s)",
+    )
+    parser.add_argument("--kd-temperature", type=float, default=4.0, help="the distillation temperature")
+    parser.add_argument(
+        "--kd-alpha", type=float, default=0.0, help="the share of cross-entropy mixed into a kd exit loss (0..1)"
+    )
     parser.add_argument("--default-split", type=int, default=1, help="the split point the edge starts with")
     parser.add_argument("--codec", default="fp32", choices=CODECS, help="the edge's default wire codec")
+    parser.add_argument(
+        "--prune",
+        type=float,
+        default=0.0,
+        metavar="RATIO",
+        help="remove this fraction of channels (by filter L1 norm) in the edge's segments, then fine-tune",
+    )
+    parser.add_argument("--prune-epochs", type=int, default=1, help="fine-tuning epochs after pruning")
+    parser.add_argument(
+        "--edge-precision",
+        default="fp32",
+        choices=EDGE_PRECISIONS,
+        help="int8: static int8 (QDQ) segments and exits, calibrated on the calibration split; tails stay fp32",
+    )
     parser.add_argument("--cache-dir", type=Path, default=None, help="trained models (default: $EDGESPLIT_CACHE)")
     _add_triton_arguments(parser)
 
@@ -112,7 +136,8 @@ def _make_bundle(args: argparse.Namespace, out: Path) -> Bundle:
     from split.data import load_dataset
     from split.partition import ModelConfig
     from split.pipeline import BundleConfig, UserModel, default_cache_dir, make_bundle
-    from split.train import TrainConfig
+    from split.prune import PruneConfig
+    from split.train import ExitLoss, TrainConfig
 
     kwargs = {"data_dir": args.data_dir} if args.dataset == "fashion-mnist" else {}
     data = load_dataset(args.dataset, **kwargs)
@@ -136,17 +161,24 @@ def _make_bundle(args: argparse.Namespace, out: Path) -> Bundle:
         data,
         model,
         TrainConfig(epochs=args.epochs),
-        BundleConfig(args.criterion, args.budget / 100, args.default_split, args.codec, args.confidence),
+        BundleConfig(
+            args.criterion, args.budget / 100, args.default_split, args.codec, args.confidence, args.edge_precision
+        ),
         cache=args.cache_dir or default_cache_dir(),
         out=out,
         user=user,
+        loss=ExitLoss(args.exit_loss, args.kd_temperature, args.kd_alpha),
+        prune=PruneConfig(args.prune, args.prune_epochs) if args.prune else None,
     )
     return bundle
 
 
 def _print_bundle(bundle: Bundle, out: Path) -> None:
     m = bundle.manifest
-    print(f"bundle {out}: {m.model}, {len(m.segments)} segments, split points {list(m.split_indices)}")
+    print(
+        f"bundle {out}: {m.model}, {len(m.segments)} segments ({m.edge_precision} edge),"
+        f" split points {list(m.split_indices)}"
+    )
     for e in m.exits:
         stats = dict(e.calibration)
         print(f"  {e.name} after segment {e.after_segment}: {e.criterion} threshold {e.threshold:.4f},"

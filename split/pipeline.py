@@ -9,17 +9,20 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from edge.policy import criterion, softmax
-from protos.bundle import Bundle, BundleError
+from protos.bundle import EDGE_PRECISIONS, Bundle, BundleError
 from protos.codecs import Codec
 from split.calibrate import Calibration, calibrate
 from split.data import Dataset
-from split.export import export_bundle
+from split.export import export_bundle, with_calibration
 from split.models import build
 from split.partition import ModelConfig, SplitNet, build_splitnet
-from split.train import TrainConfig, predict, train_exits, train_joint
+from split.prune import PruneConfig, prune_and_finetune
+from split.quantize import edge_outputs
+from split.train import ExitLoss, TrainConfig, predict, train_exits, train_joint
 from split.usermodel import load_user_model, user_model_key
 
 __all__ = ["BundleConfig", "UserModel", "calibrate_net", "default_cache_dir", "make_bundle", "trained_model"]
@@ -27,16 +30,20 @@ __all__ = ["BundleConfig", "UserModel", "calibrate_net", "default_cache_dir", "m
 
 @dataclass(frozen=True)
 class BundleConfig:
-    """What to calibrate and export: the exit criterion, the accuracy budget (fraction) and the default split."""
+    """What to calibrate and export: the exit criterion, the accuracy budget (fraction), the default split, and
+    the edge's precision (``int8``: quantized segments and exits, thresholds calibrated on the int8 exits)."""
 
     criterion: str = "max_softmax"
     budget: float = 0.01
     default_split: int = 1
     codec: str = "fp32"
     confidence: float = 0.95
+    edge_precision: str = "fp32"
 
     def __post_init__(self) -> None:
         criterion(self.criterion)
+        if self.edge_precision not in EDGE_PRECISIONS:
+            raise ValueError(f"edge precision {self.edge_precision!r} is not one of {EDGE_PRECISIONS}")
         Codec.parse(self.codec)
         if not 0 <= self.budget < 1:
             raise ValueError(f"budget is a fraction in [0, 1), got {self.budget}")
@@ -50,8 +57,16 @@ def default_cache_dir() -> Path:
 
 
 def _key(*parts: Any) -> str:
-    blob = json.dumps([asdict(p) if hasattr(p, "__dataclass_fields__") else p for p in parts], sort_keys=True)
+    blob = json.dumps([_fields(p) if hasattr(p, "__dataclass_fields__") else p for p in parts], sort_keys=True)
     return hashlib.sha256((blob + torch.__version__).encode()).hexdigest()[:16]
+
+
+def _fields(config: Any) -> dict[str, Any]:
+    """A config's fields for a cache key; an fp32 edge is left out, so keys from before the option still hold."""
+    fields = asdict(config)
+    if fields.get("edge_precision") == "fp32":
+        del fields["edge_precision"]
+    return fields
 
 
 @dataclass(frozen=True)
@@ -71,28 +86,32 @@ def trained_model(
     cache: Path,
     progress: bool = True,
     user: UserModel | None = None,
+    loss: ExitLoss | None = None,
 ) -> tuple[SplitNet, bool]:
     """The trained network for these configs, from ``cache`` when present; (net, was_cached).
 
     A family (``model.family``) is trained jointly with its exits; a :class:`UserModel` with weights keeps
-    its backbone and trains the exits alone.
+    its backbone and trains the exits alone. ``loss`` is how the exits learn (default: cross-entropy; only a
+    non-default one enters the cache key, so models trained before it existed stay cached).
     """
+    loss = loss or ExitLoss()
+    loss_key = [] if loss == ExitLoss() else [loss]
     torch.manual_seed(train.seed)
     if user is None:
         module = build(model.family, model.in_channels, model.num_classes, model.width, model.image_size)
-        key = _key(model, train, data.name)
+        key = _key(model, train, data.name, *loss_key)
     else:
         module = load_user_model(user.path, user.function, user.weights)
-        key = _key(model, train, data.name, user_model_key(user.path, user.function, user.weights))
+        key = _key(model, train, data.name, user_model_key(user.path, user.function, user.weights), *loss_key)
     net = build_splitnet(model, module)
     path = cache / "models" / f"{model.family}-{data.name}-{key}.pt"
     if path.is_file():
         net.load_state_dict(torch.load(path, weights_only=True))
         return net.eval(), True
     if user is not None and user.weights is not None:
-        train_exits(net, data, train, progress=progress)
+        train_exits(net, data, train, progress, loss)
     else:
-        train_joint(net, data, train, progress=progress)
+        train_joint(net, data, train, progress, loss)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
     torch.save(net.state_dict(), tmp)
@@ -100,9 +119,13 @@ def trained_model(
     return net.eval(), False
 
 
-def calibrate_net(net: SplitNet, data: Dataset, config: BundleConfig) -> Calibration:
-    """Calibrate every exit of ``net`` on ``data``'s calibration split."""
-    final, exits = predict(net, data.x_cal)
+def calibrate_net(
+    net: SplitNet, data: Dataset, config: BundleConfig, exits: list[np.ndarray] | None = None
+) -> Calibration:
+    """Calibrate every exit of ``net`` on ``data``'s calibration split; ``exits``: the exits' logits on it, when
+    they are not ``net``'s own (an int8 edge's)."""
+    final, own = predict(net, data.x_cal)
+    exits = own if exits is None else exits
     crit = criterion(config.criterion)
     names = [f"exit{k}" for k in range(len(exits))]
     return calibrate(
@@ -125,18 +148,27 @@ def make_bundle(
     out: Path | None = None,
     progress: bool = True,
     user: UserModel | None = None,
+    loss: ExitLoss | None = None,
+    prune: PruneConfig | None = None,
 ) -> tuple[Bundle, SplitNet]:
-    """Train (or load), calibrate and export; reuses an exported bundle whose inputs are unchanged."""
-    net, _ = trained_model(data, model, train, cache, progress, user)
+    """Train (or load), calibrate and export; reuses an exported bundle whose inputs are unchanged. With
+    ``prune``, the edge's segments (before the default split) are channel-pruned and the net fine-tuned."""
+    net, _ = trained_model(data, model, train, cache, progress, user, loss)
     if out is None:
         extra = user_model_key(user.path, user.function, user.weights) if user else ""
-        out = cache / "bundles" / f"{model.family}-{data.name}-{_key(model, train, config, data.name, extra)}"
+        loss_key: list[Any] = [] if loss is None or loss == ExitLoss() else [loss]
+        loss_key += [prune] if prune else []
+        key = _key(model, train, config, data.name, extra, *loss_key)
+        out = cache / "bundles" / f"{model.family}-{data.name}-{key}"
         try:
             return Bundle.load(out), net
         except BundleError:
             pass
+    if prune is not None:
+        net = prune_and_finetune(net, config.default_split, data, prune, train, progress)
     calibration = calibrate_net(net, data, config)
-    export_bundle(
+    int8 = config.edge_precision == "int8"
+    manifest = export_bundle(
         net,
         model,
         out,
@@ -147,5 +179,10 @@ def make_bundle(
         criterion=config.criterion,
         preprocessing=data.preprocessing,
         codec=config.codec,
+        edge_precision=config.edge_precision,
+        calibration_inputs=data.x_cal if int8 else None,
     )
+    if int8:  # the thresholds must hold for the exits the edge runs: the quantized ones
+        _, logits = edge_outputs(out, manifest, data.x_cal)
+        with_calibration(out, manifest, calibrate_net(net, data, config, [logits[e.name] for e in manifest.exits]))
     return Bundle.load(out), net

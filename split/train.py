@@ -1,4 +1,9 @@
-"""Joint training of a backbone and its exits (BranchyNet): a weighted sum of every classifier's loss."""
+"""Joint training of a backbone and its exits (BranchyNet): a weighted sum of every classifier's loss.
+
+An exit's loss is cross-entropy against the labels, or (:class:`ExitLoss` ``kind="kd"``) distillation from the
+final classifier: ``T² · KL(softmax(final / T) ‖ softmax(exit / T))`` on the detached final logits (Hinton et
+al.'s soft targets), mixed with ``alpha`` times the cross-entropy.
+"""
 
 from __future__ import annotations
 
@@ -13,7 +18,18 @@ from split.data import Dataset
 from split.partition import SplitNet
 from split.progress import Progress
 
-__all__ = ["TrainConfig", "loss_weights", "predict", "train_exits", "train_joint"]
+__all__ = [
+    "EXIT_LOSSES",
+    "ExitLoss",
+    "TrainConfig",
+    "exit_loss",
+    "loss_weights",
+    "predict",
+    "train_exits",
+    "train_joint",
+]
+
+EXIT_LOSSES = ("ce", "kd")
 
 
 @dataclass(frozen=True)
@@ -35,6 +51,37 @@ class TrainConfig:
             )
 
 
+@dataclass(frozen=True)
+class ExitLoss:
+    """How exits learn: ``ce`` (cross-entropy on the labels) or ``kd`` (distillation from the final classifier
+    at ``temperature``, plus ``alpha`` times the cross-entropy). The final classifier always uses cross-entropy."""
+
+    kind: str = "ce"
+    temperature: float = 4.0
+    alpha: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.kind not in EXIT_LOSSES:
+            raise ValueError(f"exit loss {self.kind!r} is not one of {EXIT_LOSSES}")
+        if self.temperature <= 0:
+            raise ValueError(f"temperature must be positive, got {self.temperature}")
+        if not 0 <= self.alpha <= 1:
+            raise ValueError(f"alpha (the cross-entropy share of a kd loss) must be in [0, 1], got {self.alpha}")
+
+
+def exit_loss(logits: torch.Tensor, final: torch.Tensor, labels: torch.Tensor, config: ExitLoss) -> torch.Tensor:
+    """One exit's loss for a batch: cross-entropy, or distillation from the (detached) ``final`` logits."""
+    ce = nn.functional.cross_entropy(logits, labels)
+    if config.kind == "ce":
+        return ce
+    t = config.temperature
+    soft = nn.functional.log_softmax(final.detach() / t, dim=-1)
+    kd = nn.functional.kl_div(
+        nn.functional.log_softmax(logits / t, dim=-1), soft, reduction="batchmean", log_target=True
+    )
+    return (1 - config.alpha) * t * t * kd + config.alpha * ce
+
+
 def loss_weights(config: TrainConfig, n_exits: int) -> list[float]:
     """The weight of each exit's loss, then the final classifier's."""
     if config.weights is None:
@@ -44,13 +91,17 @@ def loss_weights(config: TrainConfig, n_exits: int) -> list[float]:
     return list(config.weights)
 
 
-def train_joint(net: SplitNet, data: Dataset, config: TrainConfig, progress: bool = True) -> list[float]:
+def train_joint(
+    net: SplitNet, data: Dataset, config: TrainConfig, progress: bool = True, loss: ExitLoss | None = None
+) -> list[float]:
     """Train ``net`` (backbone and exits together) on ``data``'s train split; returns the mean loss per epoch."""
     weights = loss_weights(config, len(net.exits))
-    return _train(net, net.parameters(), weights, data, config, "training", progress)
+    return _train(net, net.parameters(), weights, data, config, "training", progress, loss=loss or ExitLoss())
 
 
-def train_exits(net: SplitNet, data: Dataset, config: TrainConfig, progress: bool = True) -> list[float]:
+def train_exits(
+    net: SplitNet, data: Dataset, config: TrainConfig, progress: bool = True, loss: ExitLoss | None = None
+) -> list[float]:
     """Train only the exits of ``net`` on a frozen, already trained backbone; returns the mean loss per epoch.
 
     The backbone's parameters and batch-norm statistics do not change, so the full model's predictions stay
@@ -60,7 +111,9 @@ def train_exits(net: SplitNet, data: Dataset, config: TrainConfig, progress: boo
         p.requires_grad_(False)
     try:
         weights = [1.0] * len(net.exits) + [0.0]
-        return _train(net, net.exits.parameters(), weights, data, config, "training exits", progress, frozen=True)
+        return _train(
+            net, net.exits.parameters(), weights, data, config, "training exits", progress, True, loss or ExitLoss()
+        )
     finally:
         for p in net.segments.parameters():
             p.requires_grad_(True)
@@ -75,6 +128,7 @@ def _train(
     label: str,
     progress: bool,
     frozen: bool = False,
+    loss: ExitLoss = ExitLoss(),
 ) -> list[float]:
     torch.manual_seed(config.seed)
     x, y = torch.from_numpy(data.x_train), torch.from_numpy(data.y_train)
@@ -91,13 +145,14 @@ def _train(
         total = 0.0
         for idx in torch.randperm(len(x), generator=gen).split(config.batch_size):
             final, exits = net.forward_all(x[idx])
-            losses = [nn.functional.cross_entropy(out, y[idx]) for out in [*exits, final]]
-            loss = sum(w * term for w, term in zip(weights, losses, strict=True) if w)
+            losses = [exit_loss(out, final, y[idx], loss) for out in exits]
+            losses.append(nn.functional.cross_entropy(final, y[idx]))
+            batch_loss = sum(w * term for w, term in zip(weights, losses, strict=True) if w)
             opt.zero_grad()
-            loss.backward()  # type: ignore[union-attr]
+            batch_loss.backward()  # type: ignore[union-attr]
             opt.step()
             sched.step()
-            total += float(loss.detach()) * len(idx)  # type: ignore[union-attr]
+            total += float(batch_loss.detach()) * len(idx)  # type: ignore[union-attr]
         history.append(total / len(x))
         if bar:
             bar.update(note=f"loss {history[-1]:.3f}")

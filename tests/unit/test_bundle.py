@@ -161,3 +161,12 @@ def test_with_thresholds_changes_only_the_named_exit(bundle) -> None:
     assert dict(changed.exit(first.name).calibration) == {"exited": 1}
     assert changed.exits[1:] == tuple(rest)
     assert manifest.exit(first.name) == first  # the original is untouched
+
+
+def test_edge_precision_defaults_to_fp32_and_is_checked(copy: Path, bundle) -> None:
+    assert bundle.manifest.edge_precision == "fp32"
+    _edit_manifest(copy, lambda data: data.pop("edge_precision"))  # a manifest from before the option
+    assert Bundle.load(copy).manifest.edge_precision == "fp32"
+    _edit_manifest(copy, lambda data: data.update(edge_precision="int4"))
+    with pytest.raises(BundleError, match=r"edge precision 'int4' is not one of.*fp32.*int8"):
+        Bundle.load(copy)

@@ -1,0 +1,358 @@
+"""``edgesplit bench edge``: what each lever on the edge half buys, against the full-precision edge.
+
+For each family on Fashion-MNIST (the accuracy benchmark's trained models, from the cache), at the middle split:
+
+* variants ``fp32`` and ``int8`` (:mod:`split.quantize`; tails fp32): the edge head's latency (ONNX Runtime, one
+  thread, one sample, median: every segment before the split and every exit head on the way, i.e. the path of
+  an offloaded sample), its bytes (the ONNX files of those segments and exits), the same two for the whole model
+  on the edge (``*_full_edge``: every segment and exit), and, on the test split, the
+  hybrid's accuracy and edge exit rate (the exported graphs on the edge, the fp32 tail for offloaded samples).
+  ``pruned`` (:mod:`split.prune`): the edge segments with ``--prune-ratio`` of their prunable channels removed by
+  filter magnitude and the net fine-tuned ``--prune-epochs``, exported fp32 and calibrated like the others.
+* distillation: the exits are re-initialised and trained on the frozen backbone, once by cross-entropy and once
+  by distillation from the final classifier (same seed, epochs and samples), each calibrated within the same
+  budget; their edge exit rates and hybrid accuracies on the test split.
+
+Writes ``DIR/results.json`` and ``DIR/edge.png``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import platform
+import shutil
+import sys
+import tempfile
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnxruntime as ort
+import torch
+
+from edge.policy import criterion, softmax
+from protos.bundle import Bundle, Manifest
+from split.calibrate import calibrate, cascade
+from split.data import Dataset, load_fashion_mnist
+from split.export import export_bundle, with_calibration
+from split.partition import ModelConfig, SplitNet
+from split.pipeline import BundleConfig, calibrate_net, default_cache_dir, make_bundle
+from split.prune import PruneConfig, prune_and_finetune
+from split.quantize import edge_outputs, quantize_edge
+from split.train import ExitLoss, TrainConfig, predict, train_exits
+
+__all__ = ["VARIANTS", "add_arguments", "bench_family", "run_edge"]
+
+VARIANTS = ("fp32", "int8", "pruned")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of ``bench edge`` (beside the accuracy benchmark's ``--families``, ``--budget`` …)."""
+    edge = parser.add_argument_group("bench edge")
+    edge.add_argument("--repeats", type=int, default=300, help="timed edge runs per variant (default %(default)s)")
+    edge.add_argument("--kd-epochs", type=int, default=3, help="exits-only training epochs for ce vs. kd")
+    edge.add_argument("--kd-train", type=int, default=20000, help="training samples for ce vs. kd exits")
+    edge.add_argument("--kd-temperature", type=float, default=4.0, help="the distillation temperature")
+    edge.add_argument("--kd-alpha", type=float, default=0.0, help="cross-entropy share of the kd loss")
+    edge.add_argument("--prune-ratio", type=float, default=0.5, help="channels removed from the edge segments")
+    edge.add_argument("--prune-epochs", type=int, default=1, help="fine-tuning epochs after pruning")
+
+
+def _session(path: Path) -> ort.InferenceSession:
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1
+    options.inter_op_num_threads = 1
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+def _head_files(m: Manifest, split: int) -> list[str]:
+    return [s.file for s in m.segments[:split]] + [e.file for e in m.exits_before(split)]
+
+
+def edge_latency_ms(bundle: Bundle, split: int, sample: np.ndarray, repeats: int) -> float:
+    """Median milliseconds of the edge head for one sample: segments ``[0, split)`` and the exits among them."""
+    m = bundle.manifest
+    segments = [(_session(bundle.file(s.file)), s.input.name) for s in m.segments[:split]]
+    exits = {e.after_segment: _session(bundle.file(e.file)) for e in m.exits_before(split)}
+    names = {i: s.get_inputs()[0].name for i, s in exits.items()}
+
+    def head() -> None:
+        x = sample
+        for i, (session, name) in enumerate(segments):
+            x = session.run(None, {name: x})[0]
+            if i in exits:
+                exits[i].run(None, {names[i]: x})
+
+    for _ in range(10):
+        head()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        head()
+        times.append(time.perf_counter() - start)
+    return 1e3 * float(np.median(times))
+
+
+def hybrid(bundle: Bundle, split: int, x: np.ndarray, y: np.ndarray, batch: int = 1000) -> dict[str, float]:
+    """The hybrid on ``x``: the bundle's edge graphs and thresholds before ``split``, its fp32 tail after."""
+    m = bundle.manifest
+    used = m.exits_before(split)
+    segments = [(_session(bundle.file(s.file)), s.input.name) for s in m.segments[:split]]
+    exits = [(_session(bundle.file(e.file)), e) for e in used]
+    point = m.split_point(split)
+    tail = _session(bundle.file(point.tails["fp32"]))
+    crits = [criterion(e.criterion) for e in used]
+    preds, taken = [], []
+    for start in range(0, len(x), batch):
+        bounds = [x[start : start + batch]]
+        for session, name in segments:
+            bounds.append(session.run(None, {name: bounds[-1]})[0])
+        probs = [softmax(s.run(None, {s.get_inputs()[0].name: bounds[e.after_segment + 1]})[0]) for s, e in exits]
+        final = softmax(tail.run(None, {point.tensor.name: bounds[split]})[0])
+        p, t = cascade(final, probs, crits, [e.threshold for e in used])
+        preds.append(p)
+        taken.append(t)
+    p, t = np.concatenate(preds), np.concatenate(taken)
+    return {"hybrid_accuracy": float((p == y).mean()), "edge_exit_rate": float((t < len(used)).mean())}
+
+
+def int8_bundle(fp32: Bundle, out: Path, net: SplitNet, data: Dataset, config: BundleConfig) -> Bundle:
+    """A copy of ``fp32`` with int8 segments and exits, its thresholds recalibrated on the int8 exits."""
+    if out.exists():
+        shutil.rmtree(out)
+    shutil.copytree(fp32.root, out)
+    manifest = replace(fp32.manifest, edge_precision="int8")
+    quantize_edge(out, manifest, data.x_cal)
+    _, logits = edge_outputs(out, manifest, data.x_cal)
+    with_calibration(out, manifest, calibrate_net(net, data, config, [logits[e.name] for e in manifest.exits]))
+    return Bundle.load(out)
+
+
+def pruned_bundle(
+    net: SplitNet,
+    model: ModelConfig,
+    split: int,
+    data: Dataset,
+    config: BundleConfig,
+    train: TrainConfig,
+    prune: PruneConfig,
+    out: Path,
+) -> Bundle:
+    """``net`` with its segments before ``split`` channel-pruned and fine-tuned, calibrated and exported (fp32)."""
+    pruned = prune_and_finetune(net, split, data, prune, train)
+    export_bundle(
+        pruned,
+        model,
+        out,
+        model_name=f"{model.family}_{data.name}_pruned",
+        classes=data.classes,
+        default_split=split,
+        calibration=calibrate_net(pruned, data, config),
+        criterion=config.criterion,
+        preprocessing=data.preprocessing,
+    )
+    return Bundle.load(out)
+
+
+def _variant(bundle: Bundle, split: int, data: Dataset, repeats: int) -> dict[str, Any]:
+    files = _head_files(bundle.manifest, split)
+    n = len(bundle.manifest.segments)
+    return {
+        "latency_ms": edge_latency_ms(bundle, split, data.x_test[:1], repeats),
+        "bytes": sum(bundle.file(f).stat().st_size for f in files),
+        "latency_full_edge_ms": edge_latency_ms(bundle, n, data.x_test[:1], repeats),
+        "bytes_full_edge": sum(bundle.file(f).stat().st_size for f in _head_files(bundle.manifest, n)),
+        **hybrid(bundle, split, data.x_test, data.y_test),
+        "files": files,
+    }
+
+
+def _reset_exits(net: SplitNet, seed: int) -> SplitNet:
+    net = copy.deepcopy(net)
+    torch.manual_seed(seed)
+    for module in net.exits.modules():
+        reset = getattr(module, "reset_parameters", None)
+        if callable(reset):
+            reset()
+    return net
+
+
+def distillation(
+    net: SplitNet, data: Dataset, split: int, config: BundleConfig, train: TrainConfig, kd: ExitLoss, n_train: int
+) -> dict[str, Any]:
+    """Exits re-trained on the frozen backbone by cross-entropy and by ``kd``, each calibrated within the
+    budget; edge exit rate and hybrid accuracy on the test split at ``split`` (torch, fp32)."""
+    subset = replace(data, x_train=data.x_train[:n_train], y_train=data.y_train[:n_train])
+    used = [k for k, pos in enumerate(net.exit_positions) if pos < split]
+    crit = criterion(config.criterion)
+    result: dict[str, Any] = {"temperature": kd.temperature, "alpha": kd.alpha, "epochs": train.epochs}
+    for name, loss in (("ce", ExitLoss()), ("kd", kd)):
+        student = _reset_exits(net, train.seed)
+        train_exits(student, subset, train, progress=False, loss=loss)
+        cal_final, cal_exits = predict(student, data.x_cal)
+        cal = calibrate(
+            data.y_cal,
+            softmax(cal_final),
+            [softmax(cal_exits[k]) for k in used],
+            [crit] * len(used),
+            [f"exit{k}" for k in used],
+            config.budget,
+            config.confidence,
+        )
+        final, exits = predict(student, data.x_test)
+        thresholds = [cal.thresholds[f"exit{k}"] for k in used]
+        preds, taken = cascade(softmax(final), [softmax(exits[k]) for k in used], [crit] * len(used), thresholds)
+        result[f"{name}_exit_rate"] = float((taken < len(used)).mean())
+        result[f"{name}_hybrid_accuracy"] = float((preds == data.y_test).mean())
+        result[f"{name}_exit_accuracy"] = {f"exit{k}": float((exits[k].argmax(-1) == data.y_test).mean()) for k in used}
+    result["kd_minus_ce_points"] = 100 * (result["kd_exit_rate"] - result["ce_exit_rate"])
+    return result
+
+
+def bench_family(
+    family: str,
+    width: float,
+    data: Dataset,
+    train: TrainConfig,
+    config: BundleConfig,
+    args: argparse.Namespace,
+    work: Path,
+) -> dict[str, Any]:
+    """Every variant of ``family``'s edge (bundles written under ``work``), and the distillation comparison."""
+    started = time.perf_counter()
+    model = ModelConfig(family, width=width, in_channels=data.input_shape[0], image_size=data.input_shape[-1])
+    cache = args.cache_dir or default_cache_dir()
+    fp32, net = make_bundle(data, model, train, config, cache, work / f"{family}-fp32", False)
+    n = len(fp32.manifest.segments)
+    split = n // 2 if args.split is None else args.split
+    if not 1 <= split < n:
+        raise ValueError(f"split must be in 1..{n - 1} (a split that offloads after some edge work), got {split}")
+    int8 = int8_bundle(fp32, work / f"{family}-int8", net, data, config)
+    result: dict[str, Any] = {
+        "split": split,
+        "accuracy_full": float((predict(net, data.x_test)[0].argmax(-1) == data.y_test).mean()),
+    }
+    pruned = pruned_bundle(net, model, split, data, config, train, PruneConfig(args.prune_ratio, args.prune_epochs),
+                           work / f"{family}-pruned")  # fmt: skip
+    for name, bundle in (("fp32", fp32), ("int8", int8), ("pruned", pruned)):
+        result[name] = _variant(bundle, split, data, args.repeats)
+    kd = ExitLoss("kd", args.kd_temperature, args.kd_alpha)
+    kd_train = TrainConfig(epochs=args.kd_epochs, batch_size=train.batch_size, lr=train.lr, seed=train.seed)
+    result["distillation"] = distillation(net, data, split, config, kd_train, kd, args.kd_train)
+    f, i = result["fp32"], result["int8"]
+    result["int8_vs_fp32"] = {
+        "speedup": f["latency_ms"] / i["latency_ms"],
+        "bytes_ratio": i["bytes"] / f["bytes"],
+        "hybrid_accuracy_points": 100 * (i["hybrid_accuracy"] - f["hybrid_accuracy"]),
+    }
+    result["seconds"] = time.perf_counter() - started
+    return result
+
+
+def plot(results: dict[str, dict[str, Any]], out: Path) -> Path:
+    """``edge.png``: per family, edge latency and bytes per variant, and the exit rates of ce vs. kd exits."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    families = list(results)
+    xs = np.arange(len(families))
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4))
+    panels = [("latency_ms", "edge head latency (ms, 1 thread)"), ("bytes", "edge head bytes")]
+    for ax, (key, label) in zip(axes[:2], panels, strict=True):
+        present = [v for v in VARIANTS if any(results[f].get(v) for f in families)]
+        width = 0.8 / len(present)
+        for j, variant in enumerate(present):
+            values = [results[f][variant][key] if results[f].get(variant) else 0 for f in families]
+            ax.bar(xs + width * j, values, width, label=variant)
+        ax.set(xticks=xs + 0.4 - width / 2, xticklabels=families, ylabel=label)
+        ax.legend()
+    for j, kind in enumerate(("ce", "kd")):
+        rates = [100 * results[f]["distillation"][f"{kind}_exit_rate"] for f in families]
+        axes[2].bar(xs + 0.4 * j, rates, 0.4, label=f"{kind} exits")
+    axes[2].set(xticks=xs + 0.2, xticklabels=families, ylabel="test samples answered on the edge (%)")
+    axes[2].legend()
+    fig.tight_layout()
+    path = out / "edge.png"
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def _table(results: dict[str, dict[str, Any]]) -> str:
+    head = f"{'family':<12} {'variant':<7} {'latency ms':>10} {'bytes':>10} {'hybrid acc':>10} {'edge exit':>9}"
+    lines = [head, "-" * len(head)]
+    for family, r in results.items():
+        for variant in VARIANTS:
+            v = r.get(variant)
+            if v is None:
+                lines.append(f"{family:<12} {variant:<7} {'(not implemented)':>10}")
+                continue
+            lines.append(
+                f"{family:<12} {variant:<7} {v['latency_ms']:>10.3f} {v['bytes']:>10d}"
+                f" {100 * v['hybrid_accuracy']:>9.2f}% {100 * v['edge_exit_rate']:>8.1f}%"
+            )
+    lines.append("")
+    for family, r in results.items():
+        d, q = r["distillation"], r["int8_vs_fp32"]
+        lines.append(
+            f"{family}: int8 {q['speedup']:.2f}x faster, {100 * q['bytes_ratio']:.1f}% of the bytes,"
+            f" hybrid {q['hybrid_accuracy_points']:+.2f} pt; exits ce {100 * d['ce_exit_rate']:.1f}%"
+            f" (hybrid {100 * d['ce_hybrid_accuracy']:.2f}%) vs kd {100 * d['kd_exit_rate']:.1f}%"
+            f" (hybrid {100 * d['kd_hybrid_accuracy']:.2f}%): {d['kd_minus_ce_points']:+.1f} pt"
+        )
+    return "\n".join(lines)
+
+
+def run_edge(args: argparse.Namespace) -> int:
+    """Run the benchmark, print the table, write results.json and edge.png."""
+    from split.bench import SIZES
+
+    started = time.perf_counter()
+    data = load_fashion_mnist(args.data_dir)
+    train = TrainConfig(epochs=args.epochs, batch_size=128, lr=4e-3)
+    config = BundleConfig(args.criterion, args.budget / 100, 1, "fp32", args.confidence)
+    results = {}
+    with tempfile.TemporaryDirectory() as work:
+        for family in args.families:
+            print(f"{family}: loading, exporting fp32 and int8 edges, measuring, ce/kd exits", file=sys.stderr)
+            results[family] = bench_family(family, SIZES[family]["width"], data, train, config, args, Path(work))
+    args.out.mkdir(parents=True, exist_ok=True)
+    path = plot(results, args.out)
+    report = {
+        "benchmark": "edge",
+        "dataset": data.name,
+        "n_test": len(data.y_test),
+        "n_cal": len(data.y_cal),
+        "budget_points": args.budget,
+        "confidence": args.confidence,
+        "criterion": args.criterion,
+        "repeats": args.repeats,
+        "train": {"epochs": train.epochs, "batch_size": train.batch_size, "lr": train.lr},
+        "distillation": {
+            "epochs": args.kd_epochs,
+            "train_samples": args.kd_train,
+            "temperature": args.kd_temperature,
+            "alpha": args.kd_alpha,
+        },
+        "families": results,
+        "plots": [path.name],
+        "machine": {
+            "python": platform.python_version(),
+            "onnxruntime": ort.__version__,
+            "torch": torch.__version__,
+            "processor": platform.processor() or platform.machine(),
+        },
+        "seconds": time.perf_counter() - started,
+        "command": "edgesplit bench edge " + " ".join(sys.argv[3:]),
+    }
+    (args.out / "results.json").write_text(json.dumps(report, indent=2) + "\n")
+    print(_table(results))
+    print(f"\nwrote {args.out / 'results.json'}, {path} in {report['seconds']:.0f}s")
+    return 0
