@@ -34,7 +34,7 @@ def wait_until(predicate: Callable[[], bool], timeout: float = 20.0) -> None:
     end = time.monotonic() + timeout
     while not predicate():
         assert time.monotonic() < end, "condition not reached"
-        time.sleep(0.005)
+        time.sleep(0.005)  # ok: polls a condition (queue depth, a loaded version) the server has no event for
 
 
 def request(manifest: Manifest, split: int, x: np.ndarray, version: str = "", bundle_hash: str | None = None):  # type: ignore[no-untyped-def]
