@@ -15,11 +15,11 @@ from typing import Any, NoReturn
 import grpc
 from google.protobuf.message import DecodeError
 
+from protos import params
 from protos.bundle import BundleError
 from protos.tensors import TensorFormatError
 
 __all__ = [
-    "RETRY_AFTER_KEY",
     "CloudError",
     "DeadlineExceeded",
     "ErrorInterceptor",
@@ -74,9 +74,6 @@ class DeadlineExceeded(CloudError):
     code = grpc.StatusCode.DEADLINE_EXCEEDED
 
 
-RETRY_AFTER_KEY = "retry-after-ms"
-"""Trailing metadata key of the retry hint sent with RESOURCE_EXHAUSTED."""
-
 STATUS_BY_TYPE: dict[type[BaseException], grpc.StatusCode] = {
     TensorFormatError: grpc.StatusCode.INVALID_ARGUMENT,
     BundleError: grpc.StatusCode.INVALID_ARGUMENT,
@@ -100,7 +97,7 @@ async def _abort(context: grpc.aio.ServicerContext, exc: Exception) -> NoReturn:
         message = str(exc)
     retry_after = getattr(exc, "retry_after_ms", None)
     if retry_after is not None:
-        context.set_trailing_metadata(((RETRY_AFTER_KEY, str(retry_after)),))
+        context.set_trailing_metadata(((params.RETRY_AFTER_MS, str(retry_after)),))
     await context.abort(code, message)
     raise AssertionError("unreachable: context.abort raises")
 

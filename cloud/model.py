@@ -53,6 +53,12 @@ class _Tail:
     inputs: tuple[_Input, ...]
     batcher: Batcher
     run: Callable[[Mapping[str, np.ndarray]], np.ndarray]
+    name_set: frozenset[str]  # built once: a request's inputs are compared with it, not re-sorted each time
+
+    @property
+    def names(self) -> list[str]:
+        """The input names, in the session's order (for messages)."""
+        return [i.name for i in self.inputs]
 
     @classmethod
     def load(
@@ -74,7 +80,9 @@ class _Tail:
         def run(feeds: Mapping[str, np.ndarray]) -> np.ndarray:
             return session.run(None, feeds)[0]
 
-        return cls(tuple(inputs), Batcher(run, batched, batching, on_batch, executor), run)
+        return cls(
+            tuple(inputs), Batcher(run, batched, batching, on_batch, executor), run, frozenset(i.name for i in inputs)
+        )
 
 
 def session_options(threads: int) -> ort.SessionOptions:
@@ -198,10 +206,9 @@ class TailModel:
     ) -> tuple[_Tail, dict[str, np.ndarray]]:
         """The tail and its feeds, every input checked (before it may join a batch)."""
         tail = self._tail(split, codec)
-        expected = [i.name for i in tail.inputs]
-        if sorted(inputs) != sorted(expected):
+        if len(inputs) != len(tail.name_set) or not tail.name_set.issuperset(inputs):
             raise InvalidArgument(
-                f"split point {split} with codec {codec or 'fp32'!r} takes inputs {expected}, got {list(inputs)}"
+                f"split point {split} with codec {codec or 'fp32'!r} takes inputs {tail.names}, got {list(inputs)}"
             )
         batch = None
         for spec in tail.inputs:
@@ -211,7 +218,7 @@ class TailModel:
                 if batch is not None and array.shape[0] != batch:
                     raise InvalidArgument(f"input {spec.name!r}: batch size {array.shape[0]} != {batch} of the others")
                 batch = array.shape[0]
-        return tail, {name: inputs[name] for name in expected}
+        return tail, {spec.name: inputs[spec.name] for spec in tail.inputs}
 
     def _tail(self, split: int, codec: object) -> _Tail:
         if codec is None:

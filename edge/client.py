@@ -49,14 +49,10 @@ _TRANSIENT = {
 }
 
 
-RETRY_AFTER_KEY = "retry-after-ms"
-"""Trailing metadata of an overloaded cloud: when to try again, in ms."""
-
-
 def _retry_after_s(err: grpc.RpcError) -> float | None:
     trailing = getattr(err, "trailing_metadata", None)
     for key, value in (trailing() if callable(trailing) else None) or ():
-        if key == RETRY_AFTER_KEY:
+        if key == params.RETRY_AFTER_MS:
             try:
                 return max(0.0, float(value)) / 1e3
             except (TypeError, ValueError):

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["BUNDLE_HASH", "CODEC", "COMPRESSION", "SERVER_MS", "SPLIT_POINT"]
+__all__ = ["BUNDLE_HASH", "CODEC", "COMPRESSION", "RETRY_AFTER_MS", "SERVER_MS", "SPLIT_POINT"]
 
 BUNDLE_HASH = "edgesplit.bundle_hash"
 """``string``: the content hash of the bundle the edge runs; the cloud refuses a mismatch (FAILED_PRECONDITION)."""
@@ -18,3 +18,6 @@ COMPRESSION = "edgesplit.compression"
 
 SERVER_MS = "edgesplit.server_ms"
 """``double``, a *response* parameter: the server's time for the request (decode, tail, encode), in ms."""
+
+RETRY_AFTER_MS = "retry-after-ms"
+"""*Trailing metadata* (not a parameter) of a ``RESOURCE_EXHAUSTED`` answer: when to try again, in ms."""

@@ -38,7 +38,7 @@ from edge.client import CloudClient
 from edge.runtime import EdgeRuntime
 from netsim import NetSim, Toxic
 from protos import inference_pb2 as pb
-from protos import inference_pb2_grpc
+from protos import inference_pb2_grpc, params
 from protos.bundle import Bundle
 
 __all__ = ["FAULTS", "FaultResult", "add_arguments", "run", "run_faults"]
@@ -98,7 +98,7 @@ class _Shedder(inference_pb2_grpc.GRPCInferenceServiceServicer):
         return pb.ServerReadyResponse(ready=True)
 
     def ModelInfer(self, request: pb.ModelInferRequest, context: grpc.ServicerContext) -> pb.ModelInferResponse:
-        context.set_trailing_metadata((("retry-after-ms", "200"),))
+        context.set_trailing_metadata(((params.RETRY_AFTER_MS, "200"),))
         context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, "overloaded: queue full, retry later")
         raise AssertionError("abort raises")  # for the type checker: abort never returns
 

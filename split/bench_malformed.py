@@ -18,10 +18,10 @@ import numpy as np
 from protos import inference_pb2 as pb
 from protos import params
 from protos.tensors import add_input, set_param
+from split.load import MODEL_INFER
 
 __all__ = ["Case", "cases_for", "malformed_suite", "rss_mb"]
 
-MODEL_INFER = "/inference.GRPCInferenceService/ModelInfer"
 SERVER_LIVE = "/inference.GRPCInferenceService/ServerLive"
 
 
