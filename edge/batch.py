@@ -10,7 +10,8 @@ each answer ``degraded`` with the reason: no sample is lost. The answers are the
 
 Two things keep them so. The int8 formats quantize with one scale for the whole tensor (``int8``) or per channel
 over the batch (``int8c``): a sample's wire tensor would depend on its neighbours, so those codecs send one
-request per sample, all in flight together (fp32 and fp16 are element-wise: one request). A segment or exit head
+request per sample, all in flight together (fp32 and fp16 are element-wise: one request; so is ``int8`` from an
+int8 edge, whose boundary has one fixed scale for every sample). A segment or exit head
 exported with a fixed batch dimension runs once per sample (:attr:`BatchRunner.per_sample` names them).
 
 Unlike a single request, a batch does not race the cloud, and its fallback runs to the end whatever the deadline
@@ -205,10 +206,13 @@ class BatchRunner:
         cloud = self.runtime._cloud
         assert cloud is not None  # the route offloads: the runtime checked it has a client
         name = self.runtime.manifest.split_point(route.split).tensor.name
-        if route.codec.format in _ELEMENTWISE or len(tensor) == 1:
-            return cloud.infer_async(route.split, name, tensor, timeout_s, route.codec)
+        boundary = self.runtime.manifest.segments[route.split].input
+        # an int8 edge's boundary has one scale for every sample: its int8 batch travels whole, like fp32
+        together = route.codec.format in _ELEMENTWISE or (boundary.quantized and route.codec.format == "int8")
+        if together or len(tensor) == 1:
+            return cloud.infer_async(route.split, name, tensor, timeout_s, route.codec, boundary)
         rows = [tensor[j : j + 1] for j in range(len(tensor))]
-        return _Together([cloud.infer_async(route.split, name, row, timeout_s, route.codec) for row in rows])
+        return _Together([cloud.infer_async(route.split, name, row, timeout_s, route.codec, boundary) for row in rows])
 
     def _cloud_answers(self, batch: _Batch, route: Route, reply: CloudReply) -> None:
         probs, k = softmax(reply.logits), len(batch.rows)

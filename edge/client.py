@@ -20,6 +20,7 @@ from edge.channel import ClientTLS, CloudTarget
 from edge.errors import CloudRejected, CloudUnavailable, EdgeError
 from protos import inference_pb2 as pb
 from protos import inference_pb2_grpc, params
+from protos.bundle import TensorSpec
 from protos.codecs import Codec, encode
 from protos.credentials import bearer_metadata
 from protos.tensors import add_input, get_param, response_outputs, set_param
@@ -191,16 +192,29 @@ class CloudClient:
             raise CloudUnavailable(f"cloud at {self.target} is up but not ready")
 
     def infer(
-        self, split: int, name: str, tensor: np.ndarray, timeout_s: float | None = None, codec: Codec = FP32
+        self,
+        split: int,
+        name: str,
+        tensor: np.ndarray,
+        timeout_s: float | None = None,
+        codec: Codec = FP32,
+        boundary: TensorSpec | None = None,
     ) -> CloudReply:
         """Send ``tensor`` (the boundary tensor ``name`` at ``split``) with ``codec``; the logits and costs.
+        ``boundary``: the segment boundary ``tensor`` comes from, when it is quantized (an int8 edge's uint8).
 
         Bytes sent are the tensor bytes on the wire: every tensor the codec sends, after compression.
         """
-        return self.infer_async(split, name, tensor, timeout_s, codec).result()
+        return self.infer_async(split, name, tensor, timeout_s, codec, boundary).result()
 
     def infer_async(
-        self, split: int, name: str, tensor: np.ndarray, timeout_s: float | None = None, codec: Codec = FP32
+        self,
+        split: int,
+        name: str,
+        tensor: np.ndarray,
+        timeout_s: float | None = None,
+        codec: Codec = FP32,
+        boundary: TensorSpec | None = None,
     ) -> PendingReply:
         """As :meth:`infer`, but returns at once with the request in flight (``timeout_s``: its gRPC deadline)."""
         request = pb.ModelInferRequest(model_name=self.model)
@@ -208,7 +222,7 @@ class CloudClient:
         set_param(request.parameters, params.SPLIT_POINT, split)
         if codec != FP32:
             set_param(request.parameters, params.CODEC, codec.name)
-        for i, (key, array) in enumerate(encode(codec, name, tensor).items()):
+        for i, (key, array) in enumerate(encode(codec, name, tensor, boundary).items()):
             add_input(request, key, array, codec.compressor if i == 0 else None)
         start = time.perf_counter()
         future = self._stub.ModelInfer.future(request, timeout=timeout_s or self.timeout_s, metadata=self._metadata)

@@ -319,8 +319,9 @@ class EdgeRuntime:
             self._maybe_probe()
             return None, self._fallback(run, route, "breaker_open")
         cloud, tensor, name = self._cloud, run.tensors[-1], self.manifest.split_point(route.split).tensor.name
+        boundary = self.manifest.segments[route.split].input  # uint8 on an int8 edge: encode() knows
         offload = Offload(
-            lambda timeout_s: cloud.infer_async(route.split, name, tensor, timeout_s, route.codec),
+            lambda timeout_s: cloud.infer_async(route.split, name, tensor, timeout_s, route.codec, boundary),
             run.deadline,
             breaker=self.breaker,
             retry=self.retry,

@@ -42,7 +42,9 @@ FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
 CRITERIA = ("max_softmax", "entropy")
 EDGE_PRECISIONS = ("fp32", "int8")
-"""How the edge graphs (segments and exits) compute: float32, or int8 in QDQ form (float32 inputs and outputs)."""
+"""How the edge graphs (segments and exits) compute: float32, or int8 in QDQ form. An int8 edge's graphs pass
+uint8 tensors to each other (each boundary's scale and zero point in the manifest); the model's input and the
+logits stay float32."""
 _DATATYPES = ("FP32", "FP16", "INT8", "UINT8", "INT32", "INT64")
 
 
@@ -57,11 +59,17 @@ def _require(ok: bool, message: str) -> None:
 
 @dataclass(frozen=True)
 class TensorSpec:
-    """A named tensor at a boundary; ``-1`` marks the batch dimension."""
+    """A named tensor at a boundary; ``-1`` marks the batch dimension.
+
+    A quantized boundary (an int8 edge's) is ``UINT8`` with a ``scale`` and ``zero_point``: the real tensor is
+    ``(q - zero_point) * scale``.
+    """
 
     name: str
     shape: tuple[int, ...]
     datatype: str = "FP32"
+    scale: float | None = None
+    zero_point: int | None = None
 
     def __post_init__(self) -> None:
         _require(bool(self.name), "tensor name must not be empty")
@@ -70,11 +78,26 @@ class TensorSpec:
         )
         _require(all(d == -1 or d > 0 for d in self.shape), f"tensor {self.name!r}: bad shape {self.shape}")
         object.__setattr__(self, "shape", tuple(int(d) for d in self.shape))
+        quantized = self.scale is not None or self.zero_point is not None
+        _require(
+            not quantized or (self.datatype == "UINT8" and self.scale is not None and self.zero_point is not None),
+            f"tensor {self.name!r}: a quantized boundary is UINT8 with both a scale and a zero point",
+        )
+        if quantized:
+            _require(
+                0 < float(self.scale) < float("inf") and 0 <= int(self.zero_point) <= 255,  # type: ignore[arg-type]
+                f"tensor {self.name!r}: scale must be positive and finite, zero point in 0..255",
+            )
 
     @property
     def sample_shape(self) -> tuple[int, ...]:
         """The shape of one sample (without the batch dimension)."""
         return self.shape[1:]
+
+    @property
+    def quantized(self) -> bool:
+        """Whether the tensor travels between graphs as uint8 (with :attr:`scale` and :attr:`zero_point`)."""
+        return self.scale is not None
 
 
 @dataclass(frozen=True)
@@ -261,7 +284,9 @@ class Manifest:
 
 
 def _tensor(data: Mapping[str, Any]) -> TensorSpec:
-    return TensorSpec(data["name"], tuple(data["shape"]), data.get("datatype", "FP32"))
+    return TensorSpec(
+        data["name"], tuple(data["shape"]), data.get("datatype", "FP32"), data.get("scale"), data.get("zero_point")
+    )
 
 
 def content_hash(root: Path, files: Iterable[str]) -> str:

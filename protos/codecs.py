@@ -35,10 +35,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from protos.bundle import WIRE_FORMATS
+from protos.bundle import WIRE_FORMATS, TensorSpec
 from protos.compression import COMPRESSORS
 
-__all__ = ["CODECS", "Codec", "decode", "encode", "wire_inputs"]
+__all__ = ["CODECS", "Codec", "decode", "dequantize", "encode", "wire_inputs"]
 
 CODECS = tuple(f"{fmt}{suffix}" for fmt in WIRE_FORMATS for suffix in ("", *(f"+{c}" for c in COMPRESSORS)))
 """Every codec name: each wire format alone and followed by each compressor."""
@@ -76,12 +76,30 @@ def wire_inputs(fmt: str, name: str) -> tuple[str, ...]:
     return (name, f"{name}_scale", f"{name}_zero_point") if fmt.startswith("int8") else (name,)
 
 
-def encode(codec: Codec, name: str, x: np.ndarray) -> dict[str, np.ndarray]:
-    """The tensors to send for the float32 split tensor ``x`` (``(N, C, ...)``), by name, the tensor first.
+def dequantize(q: np.ndarray, spec: TensorSpec) -> np.ndarray:
+    """The float32 tensor a quantized boundary ``q`` (uint8, ``spec.scale``, ``spec.zero_point``) stands for."""
+    if not spec.quantized:
+        return q
+    return ((q.astype(np.float32) - np.float32(spec.zero_point)) * np.float32(spec.scale)).astype(np.float32)
 
-    int8 is affine: the range ``[min(x, 0), max(x, 0)]`` maps onto ``[-128, 127]`` (zero stays exact),
-    over the whole tensor (``int8``) or per channel (``int8c``).
+
+def encode(codec: Codec, name: str, x: np.ndarray, spec: TensorSpec | None = None) -> dict[str, np.ndarray]:
+    """The tensors to send for the split tensor ``x`` (``(N, C, ...)``), by name, the tensor first.
+
+    ``x`` is float32, or, when ``spec`` is a quantized boundary (an int8 edge's), uint8 as ``spec`` says. int8
+    is affine: the range ``[min(x, 0), max(x, 0)]`` maps onto ``[-128, 127]`` (zero stays exact), over the whole
+    tensor (``int8``) or per channel (``int8c``). A quantized ``x`` goes out in the ``int8`` format as it is,
+    with its own scale: shifting uint8 to int8 (and the zero point with it) is exact, so it is neither
+    dequantized nor requantized; the other formats send its float32 value.
     """
+    if spec is not None and spec.quantized:
+        if codec.format == "int8":
+            return {
+                name: np.bitwise_xor(x.view(np.int8), np.int8(-128)),  # q - 128, bit for bit
+                f"{name}_scale": np.array([spec.scale], np.float32),
+                f"{name}_zero_point": np.array([int(spec.zero_point) - 128], np.int8),  # type: ignore[arg-type]
+            }
+        x = dequantize(x, spec)
     if codec.format == "fp32":
         return {name: x}
     if codec.format == "fp16":

@@ -12,12 +12,14 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import onnx
 import torch
 from torch import nn
 
 from protos.bundle import EDGE_PRECISIONS, WIRE_FORMATS, Exit, Manifest, Segment, SplitPoint, TensorSpec, write_manifest
 from protos.codecs import Codec
 from split.calibrate import Calibration
+from split.graphs import compact, strip_metadata
 from split.partition import ModelConfig, SplitNet
 from split.quantize import quantize_edge
 from split.wire import write_tail_variant
@@ -55,6 +57,7 @@ def export_onnx(
             output_names=[output_name],
             dynamic_shapes=({0: batch},),
         )
+    onnx.save(strip_metadata(onnx.load(str(path))), str(path))
 
 
 def _spec(name: str, shape: tuple[int, ...]) -> TensorSpec:
@@ -114,6 +117,8 @@ def export_bundle(
                 write_tail_variant(out / tails["fp32"], fmt, out / tails[fmt])
         name = "input" if k == 0 else ("output" if k == n else net.boundary_names[k - 1])
         split_points.append(SplitPoint(k, name, specs[k], codec, tails))
+    for graph in [out / s.file for s in segments] + [out / e.file for e in exits]:  # the device's files
+        onnx.save(compact(onnx.load(str(graph))), str(graph))
     manifest = Manifest(
         model=model_name,
         family=config.family,
@@ -128,7 +133,7 @@ def export_bundle(
         edge_precision=edge_precision,
     )
     if calibration_inputs is not None and edge_precision == "int8":  # checked above: int8 has them
-        quantize_edge(out, manifest, calibration_inputs)
+        manifest = quantize_edge(out, manifest, calibration_inputs)
     if calibration is not None:
         manifest = manifest.with_thresholds(calibration.thresholds, _calibration_stats(calibration))
     return write_manifest(out, manifest)

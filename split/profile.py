@@ -29,7 +29,7 @@ import onnxruntime as ort
 from edge.device import slowed
 from edge.policy import confident, criterion, softmax
 from protos import inference_pb2 as pb
-from protos.bundle import Bundle, Manifest, write_manifest
+from protos.bundle import Bundle, Manifest, TensorSpec, write_manifest
 from protos.codecs import Codec, decode, encode
 from protos.tensors import add_input, add_output, request_inputs
 from split.data import load_dataset
@@ -62,9 +62,9 @@ def _batched(session: ort.InferenceSession, x: np.ndarray, batch: int = 256) -> 
     return np.concatenate([session.run(None, {name: x[i : i + batch]})[0] for i in range(0, len(x), batch)])
 
 
-def _request(codec: Codec, name: str, x: np.ndarray) -> bytes:
+def _request(codec: Codec, name: str, x: np.ndarray, boundary: TensorSpec | None = None) -> bytes:
     request = pb.ModelInferRequest(model_name="m")
-    for i, (key, array) in enumerate(encode(codec, name, x).items()):
+    for i, (key, array) in enumerate(encode(codec, name, x, boundary).items()):
         add_input(request, key, array, codec.compressor if i == 0 else None)
     return request.SerializeToString()
 
@@ -73,11 +73,11 @@ def _parse(raw: bytes) -> dict[str, np.ndarray]:
     return request_inputs(pb.ModelInferRequest.FromString(raw))
 
 
-def _wire(codec: Codec, name: str, x: np.ndarray) -> tuple[np.ndarray, float]:
+def _wire(codec: Codec, name: str, x: np.ndarray, boundary: TensorSpec) -> tuple[np.ndarray, float]:
     """Every sample encoded on its own as the edge sends it: the decoded batch and the mean request bytes."""
-    decoded, sizes = np.empty_like(x), []
+    decoded, sizes = np.empty(x.shape, np.float32), []
     for i in range(len(x)):
-        request = pb.ModelInferRequest.FromString(_request(codec, name, x[i : i + 1]))
+        request = pb.ModelInferRequest.FromString(_request(codec, name, x[i : i + 1], boundary))
         sizes.append(sum(len(raw) for raw in request.raw_input_contents))
         decoded[i] = decode(codec.format, name, request_inputs(request))[0]
     return decoded, float(np.mean(sizes))
@@ -184,22 +184,22 @@ def _split_costs(
     threads: int,
 ) -> tuple[dict[str, float], dict[str, dict[str, float]]]:
     sp = bundle.manifest.split_point(split)
-    name = sp.tensor.name
+    name, boundary = sp.tensor.name, bundle.manifest.segments[split].input  # uint8 on an int8 edge
     fp32_tail = _session(bundle.file(sp.tails["fp32"]), threads)
     cloud_ms = {}
     for fmt, file in sp.tails.items():
         session = _session(bundle.file(file), threads)
-        feeds = encode(Codec(fmt), name, tensor[:1])
+        feeds = encode(Codec(fmt), name, tensor[:1], boundary)
         cloud_ms[fmt] = _median_ms(partial(session.run, None, feeds), runs)
     wire = {}
     for codec_name in codecs:
         codec = Codec.parse(codec_name)
-        decoded, nbytes = _wire(codec, name, tensor)
+        decoded, nbytes = _wire(codec, name, tensor, boundary)
         preds = _batched(fp32_tail, decoded).argmax(-1)
-        raw = _request(codec, name, tensor[:1])
+        raw = _request(codec, name, tensor[:1], boundary)
         wire[codec_name] = {
             "bytes": nbytes,
-            "encode_ms": _median_ms(partial(_request, codec, name, tensor[:1]), runs),
+            "encode_ms": _median_ms(partial(_request, codec, name, tensor[:1], boundary), runs),
             "decode_ms": _median_ms(partial(_parse, raw), runs),
             "accuracy": float((preds == y).mean()),
             "accuracy_exits": float((np.where(offloaded, preds, exit_preds) == y).mean()),

@@ -170,3 +170,32 @@ def test_edge_precision_defaults_to_fp32_and_is_checked(copy: Path, bundle) -> N
     _edit_manifest(copy, lambda data: data.update(edge_precision="int4"))
     with pytest.raises(BundleError, match=r"edge precision 'int4' is not one of.*fp32.*int8"):
         Bundle.load(copy)
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ({"datatype": "FP32", "scale": 0.1, "zero_point": 0}, "a quantized boundary is UINT8 with both"),
+        ({"datatype": "UINT8", "scale": 0.1}, "a quantized boundary is UINT8 with both"),
+        ({"datatype": "UINT8", "scale": -0.1, "zero_point": 0}, "scale must be positive and finite"),
+        ({"datatype": "UINT8", "scale": 0.1, "zero_point": 300}, r"zero point in 0\.\.255"),
+    ],
+)
+def test_a_quantized_boundary_must_say_how(copy: Path, fields: dict[str, Any], message: str) -> None:
+    def edit(data: dict[str, Any]) -> None:
+        for spec in (data["segments"][0]["output"], data["segments"][1]["input"]):
+            spec.update(fields)
+
+    _edit_manifest(copy, edit)
+    with pytest.raises(BundleError, match=message):
+        Bundle.load(copy, verify=False)
+
+
+def test_a_quantized_boundary_must_match_on_both_sides(copy: Path) -> None:
+    def edit(data: dict[str, Any]) -> None:
+        data["segments"][0]["output"].update(datatype="UINT8", scale=0.1, zero_point=7)
+        data["segments"][1]["input"].update(datatype="UINT8", scale=0.1, zero_point=8)
+
+    _edit_manifest(copy, edit)
+    with pytest.raises(BundleError, match=r"segment 1 input .* != previous output"):
+        Bundle.load(copy, verify=False)

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from protos import inference_pb2 as pb
-from protos.codecs import CODECS, Codec, decode, encode, wire_inputs
+from protos.bundle import TensorSpec
+from protos.codecs import CODECS, Codec, decode, dequantize, encode, wire_inputs
 from protos.compression import compress, decompress
 from protos.tensors import TensorFormatError, add_input, request_inputs
 
@@ -50,6 +51,34 @@ def test_int8_sends_a_quarter_of_the_bytes(x: np.ndarray) -> None:
     big = np.repeat(x, 4, axis=2)  # 4 x 24 x 6 = 576 values
     sent = sum(t.nbytes for t in encode(Codec("int8"), "b", big).values())
     assert sent == big.size + 4 + 1  # int8 values, one float32 scale, one int8 zero point
+
+
+BOUNDARY = TensorSpec("b", (-1, 2, 4, 4), "UINT8", scale=0.05, zero_point=3)  # an int8 edge's uint8 boundary
+
+
+def test_a_quantized_boundary_goes_out_as_int8_without_requantizing() -> None:
+    q = np.arange(32, dtype=np.uint8).reshape(1, 2, 4, 4) * 8  # 0 .. 248: both ends of the uint8 range
+    wire = encode(Codec("int8"), "b", q, BOUNDARY)
+    assert wire["b"].dtype == np.int8 and np.array_equal(wire["b"].astype(np.int16), q.astype(np.int16) - 128)
+    assert wire["b_scale"].tolist() == [np.float32(0.05)] and wire["b_zero_point"].tolist() == [3 - 128]
+    # the tail reads exactly the values the edge computed: no second rounding
+    assert np.array_equal(decode("int8", "b", wire), dequantize(q, BOUNDARY))
+    assert np.array_equal(dequantize(q, BOUNDARY), (q.astype(np.float32) - 3) * np.float32(0.05))
+
+
+@pytest.mark.parametrize("fmt", ["fp32", "fp16", "int8c"])
+def test_other_formats_send_a_quantized_boundary_s_float_value(fmt: str) -> None:
+    q = np.arange(32, dtype=np.uint8).reshape(1, 2, 4, 4)
+    real = dequantize(q, BOUNDARY)
+    wire = encode(Codec(fmt), "b", q, BOUNDARY)
+    assert all(np.array_equal(wire[k], v) for k, v in encode(Codec(fmt), "b", real).items())
+
+
+def test_a_float_boundary_ignores_the_spec(x: np.ndarray) -> None:
+    spec = TensorSpec("b", (-1, 4, 6, 6))
+    assert dequantize(x, spec) is x
+    plain = encode(Codec("int8"), "b", x)
+    assert all(np.array_equal(encode(Codec("int8"), "b", x, spec)[k], v) for k, v in plain.items())
 
 
 @pytest.mark.parametrize("compressor", ["zstd", "lz4"])
