@@ -4,9 +4,11 @@ For each family on Fashion-MNIST (the accuracy benchmark's trained models, from 
 
 * variants ``fp32`` and ``int8`` (:mod:`split.quantize`; tails fp32): the edge head's latency (ONNX Runtime, one
   thread, one sample, median: every segment before the split and every exit head on the way, i.e. the path of
-  an offloaded sample), its bytes (the ONNX files of those segments and exits), the same two for the whole model
-  on the edge (``*_full_edge``: every segment and exit), and, on the test split, the
-  hybrid's accuracy and edge exit rate (the exported graphs on the edge, the fp32 tail for offloaded samples).
+  an offloaded sample), the same per sample on a burst of ``--batch`` (``latency_batch_ms``), the time to make
+  the ``int8`` wire tensors from the head's output (``wire_int8``: an int8 edge hands its uint8 over; beside it,
+  what requantizing would cost), its bytes (the ONNX files of those segments and exits), the same two for the
+  whole model on the edge (``*_full_edge``: every segment and exit), and, on the test split, the hybrid's
+  accuracy and edge exit rate (the exported graphs on the edge, the fp32 tail for offloaded samples).
   ``pruned`` (:mod:`split.prune`): the edge segments with ``--prune-ratio`` of their prunable channels removed by
   filter magnitude and the net fine-tuned ``--prune-epochs``, exported fp32 and calibrated like the others.
 * distillation: the exits are re-initialised and trained on the frozen backbone, once by cross-entropy and once
@@ -26,6 +28,7 @@ import shutil
 import sys
 import tempfile
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -36,6 +39,7 @@ import torch
 
 from edge.policy import criterion, softmax
 from protos.bundle import Bundle, Manifest
+from protos.codecs import Codec, dequantize, encode
 from split.calibrate import calibrate, cascade
 from split.data import Dataset, load_fashion_mnist
 from split.export import export_bundle, with_calibration
@@ -54,10 +58,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The options of ``bench edge`` (beside the accuracy benchmark's ``--families``, ``--budget`` …)."""
     edge = parser.add_argument_group("bench edge")
     edge.add_argument("--repeats", type=int, default=300, help="timed edge runs per variant (default %(default)s)")
+    edge.add_argument("--batch", type=int, default=64, help="burst size for the per-sample batch latency")
     edge.add_argument("--kd-epochs", type=int, default=3, help="exits-only training epochs for ce vs. kd")
     edge.add_argument("--kd-train", type=int, default=20000, help="training samples for ce vs. kd exits")
-    edge.add_argument("--kd-temperature", type=float, default=4.0, help="the distillation temperature")
-    edge.add_argument("--kd-alpha", type=float, default=0.0, help="cross-entropy share of the kd loss")
+    edge.add_argument(
+        "--kd-temperature",
+        type=float,
+        nargs="+",
+        default=[2.0, 4.0],
+        help="distillation temperatures to try (default: %(default)s)",
+    )
+    edge.add_argument(
+        "--kd-alpha",
+        type=float,
+        nargs="+",
+        default=[0.0, 0.5],
+        help="cross-entropy shares of the kd loss to try (default: %(default)s); the pair with the most exits on "
+        "held-out training samples is the one compared with cross-entropy on the test split",
+    )
     edge.add_argument("--prune-ratio", type=float, default=0.5, help="channels removed from the edge segments")
     edge.add_argument("--prune-epochs", type=int, default=1, help="fine-tuning epochs after pruning")
 
@@ -75,7 +93,8 @@ def _head_files(m: Manifest, split: int) -> list[str]:
 
 
 def edge_latency_ms(bundle: Bundle, split: int, sample: np.ndarray, repeats: int) -> float:
-    """Median milliseconds of the edge head for one sample: segments ``[0, split)`` and the exits among them."""
+    """Median milliseconds of the edge head on ``sample`` (one sample, or a batch: then per sample): segments
+    ``[0, split)`` and the exits among them."""
     m = bundle.manifest
     segments = [(_session(bundle.file(s.file)), s.input.name) for s in m.segments[:split]]
     exits = {e.after_segment: _session(bundle.file(e.file)) for e in m.exits_before(split)}
@@ -95,7 +114,33 @@ def edge_latency_ms(bundle: Bundle, split: int, sample: np.ndarray, repeats: int
         start = time.perf_counter()
         head()
         times.append(time.perf_counter() - start)
-    return 1e3 * float(np.median(times))
+    return 1e3 * float(np.median(times)) / len(sample)
+
+
+def _median_us(fn: Callable[[], object], repeats: int) -> float:
+    for _ in range(10):
+        fn()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return 1e6 * float(np.median(times))
+
+
+def wire_encode_us(bundle: Bundle, split: int, sample: np.ndarray, repeats: int) -> dict[str, float]:
+    """Microseconds to turn the head's output for one sample into the ``int8`` wire tensors: ``encode_us`` the
+    way the edge does it (an int8 edge hands its uint8 tensor over; a float32 one quantizes), and for an int8
+    edge ``requantize_us``, what dequantizing and quantizing it afresh would cost instead."""
+    m = bundle.manifest
+    x = sample
+    for s in m.segments[:split]:
+        x = _session(bundle.file(s.file)).run(None, {s.input.name: x})[0]
+    boundary, name, int8 = m.segments[split].input, m.split_point(split).tensor.name, Codec("int8")
+    result = {"encode_us": _median_us(lambda: encode(int8, name, x, boundary), repeats)}
+    if boundary.quantized:
+        result["requantize_us"] = _median_us(lambda: encode(int8, name, dequantize(x, boundary)), repeats)
+    return result
 
 
 def hybrid(bundle: Bundle, split: int, x: np.ndarray, y: np.ndarray, batch: int = 1000) -> dict[str, float]:
@@ -113,7 +158,8 @@ def hybrid(bundle: Bundle, split: int, x: np.ndarray, y: np.ndarray, batch: int 
         for session, name in segments:
             bounds.append(session.run(None, {name: bounds[-1]})[0])
         probs = [softmax(s.run(None, {s.get_inputs()[0].name: bounds[e.after_segment + 1]})[0]) for s, e in exits]
-        final = softmax(tail.run(None, {point.tensor.name: bounds[split]})[0])
+        # an int8 edge's uint8 boundary reaches the tail as the int8 wire would bring it: (q - zero_point) * scale
+        final = softmax(tail.run(None, {point.tensor.name: dequantize(bounds[split], m.segments[split].input)})[0])
         p, t = cascade(final, probs, crits, [e.threshold for e in used])
         preds.append(p)
         taken.append(t)
@@ -126,8 +172,7 @@ def int8_bundle(fp32: Bundle, out: Path, net: SplitNet, data: Dataset, config: B
     if out.exists():
         shutil.rmtree(out)
     shutil.copytree(fp32.root, out)
-    manifest = replace(fp32.manifest, edge_precision="int8")
-    quantize_edge(out, manifest, data.x_cal)
+    manifest = quantize_edge(out, fp32.manifest, data.x_cal)
     _, logits = edge_outputs(out, manifest, data.x_cal)
     with_calibration(out, manifest, calibrate_net(net, data, config, [logits[e.name] for e in manifest.exits]))
     return Bundle.load(out)
@@ -159,11 +204,15 @@ def pruned_bundle(
     return Bundle.load(out)
 
 
-def _variant(bundle: Bundle, split: int, data: Dataset, repeats: int) -> dict[str, Any]:
+def _variant(bundle: Bundle, split: int, data: Dataset, repeats: int, batch: int) -> dict[str, Any]:
     files = _head_files(bundle.manifest, split)
     n = len(bundle.manifest.segments)
     return {
         "latency_ms": edge_latency_ms(bundle, split, data.x_test[:1], repeats),
+        # per sample, the head on a burst (edge.batch): where the compute outweighs the per-operator overheads
+        "latency_batch_ms": edge_latency_ms(bundle, split, data.x_test[:batch], max(repeats // 10, 5)),
+        "batch": batch,
+        "wire_int8": wire_encode_us(bundle, split, data.x_test[:1], repeats),
         "bytes": sum(bundle.file(f).stat().st_size for f in files),
         "latency_full_edge_ms": edge_latency_ms(bundle, n, data.x_test[:1], repeats),
         "bytes_full_edge": sum(bundle.file(f).stat().st_size for f in _head_files(bundle.manifest, n)),
@@ -183,15 +232,26 @@ def _reset_exits(net: SplitNet, seed: int) -> SplitNet:
 
 
 def distillation(
-    net: SplitNet, data: Dataset, split: int, config: BundleConfig, train: TrainConfig, kd: ExitLoss, n_train: int
+    net: SplitNet,
+    data: Dataset,
+    split: int,
+    config: BundleConfig,
+    train: TrainConfig,
+    kds: Sequence[ExitLoss],
+    n_train: int,
+    n_val: int = 5000,
 ) -> dict[str, Any]:
-    """Exits re-trained on the frozen backbone by cross-entropy and by ``kd``, each calibrated within the
-    budget; edge exit rate and hybrid accuracy on the test split at ``split`` (torch, fp32)."""
+    """Exits re-trained on the frozen backbone by cross-entropy and by distillation, each calibrated within the
+    budget; edge exit rate and hybrid accuracy on the test split at ``split`` (torch, fp32).
+
+    The distillation settings ``kds`` (temperature, cross-entropy share) are chosen by the exit rate on ``n_val``
+    training samples the exits did not train on, never on the test split; every candidate's rate is reported."""
     subset = replace(data, x_train=data.x_train[:n_train], y_train=data.y_train[:n_train])
+    x_val, y_val = data.x_train[n_train : n_train + n_val], data.y_train[n_train : n_train + n_val]
     used = [k for k, pos in enumerate(net.exit_positions) if pos < split]
     crit = criterion(config.criterion)
-    result: dict[str, Any] = {"temperature": kd.temperature, "alpha": kd.alpha, "epochs": train.epochs}
-    for name, loss in (("ce", ExitLoss()), ("kd", kd)):
+
+    def trained(loss: ExitLoss) -> tuple[SplitNet, list[float]]:
         student = _reset_exits(net, train.seed)
         train_exits(student, subset, train, progress=False, loss=loss)
         cal_final, cal_exits = predict(student, data.x_cal)
@@ -204,9 +264,33 @@ def distillation(
             config.budget,
             config.confidence,
         )
-        final, exits = predict(student, data.x_test)
-        thresholds = [cal.thresholds[f"exit{k}"] for k in used]
+        return student, [cal.thresholds[f"exit{k}"] for k in used]
+
+    def cascade_on(student: SplitNet, thresholds: list[float], x: np.ndarray) -> tuple[np.ndarray, np.ndarray, Any]:
+        final, exits = predict(student, x)
         preds, taken = cascade(softmax(final), [softmax(exits[k]) for k in used], [crit] * len(used), thresholds)
+        return preds, taken, exits
+
+    candidates = []
+    for kd in kds:
+        student, thresholds = trained(kd)
+        _, taken, _ = cascade_on(student, thresholds, x_val)
+        candidates.append(
+            {"temperature": kd.temperature, "alpha": kd.alpha, "val_exit_rate": float((taken < len(used)).mean())}
+        )
+    best = max(range(len(kds)), key=lambda i: candidates[i]["val_exit_rate"])
+    result: dict[str, Any] = {
+        "temperature": kds[best].temperature,
+        "alpha": kds[best].alpha,
+        "epochs": train.epochs,
+        "candidates": candidates,
+        "validation_samples": len(y_val),
+    }
+    for name, loss in (("ce", ExitLoss()), ("kd", kds[best])):
+        student, thresholds = trained(loss)
+        _, val_taken, _ = cascade_on(student, thresholds, x_val)
+        preds, taken, exits = cascade_on(student, thresholds, data.x_test)
+        result[f"{name}_val_exit_rate"] = float((val_taken < len(used)).mean())
         result[f"{name}_exit_rate"] = float((taken < len(used)).mean())
         result[f"{name}_hybrid_accuracy"] = float((preds == data.y_test).mean())
         result[f"{name}_exit_accuracy"] = {f"exit{k}": float((exits[k].argmax(-1) == data.y_test).mean()) for k in used}
@@ -240,13 +324,14 @@ def bench_family(
     pruned = pruned_bundle(net, model, split, data, config, train, PruneConfig(args.prune_ratio, args.prune_epochs),
                            work / f"{family}-pruned")  # fmt: skip
     for name, bundle in (("fp32", fp32), ("int8", int8), ("pruned", pruned)):
-        result[name] = _variant(bundle, split, data, args.repeats)
-    kd = ExitLoss("kd", args.kd_temperature, args.kd_alpha)
+        result[name] = _variant(bundle, split, data, args.repeats, args.batch)
+    kds = [ExitLoss("kd", t, a) for t in args.kd_temperature for a in args.kd_alpha]
     kd_train = TrainConfig(epochs=args.kd_epochs, batch_size=train.batch_size, lr=train.lr, seed=train.seed)
-    result["distillation"] = distillation(net, data, split, config, kd_train, kd, args.kd_train)
+    result["distillation"] = distillation(net, data, split, config, kd_train, kds, args.kd_train)
     f, i = result["fp32"], result["int8"]
     result["int8_vs_fp32"] = {
         "speedup": f["latency_ms"] / i["latency_ms"],
+        "speedup_batch": f["latency_batch_ms"] / i["latency_batch_ms"],
         "bytes_ratio": i["bytes"] / f["bytes"],
         "hybrid_accuracy_points": 100 * (i["hybrid_accuracy"] - f["hybrid_accuracy"]),
     }
@@ -286,7 +371,10 @@ def plot(results: dict[str, dict[str, Any]], out: Path) -> Path:
 
 
 def _table(results: dict[str, dict[str, Any]]) -> str:
-    head = f"{'family':<12} {'variant':<7} {'latency ms':>10} {'bytes':>10} {'hybrid acc':>10} {'edge exit':>9}"
+    head = (
+        f"{'family':<12} {'variant':<7} {'latency ms':>10} {'batch ms':>9} {'bytes':>10} {'hybrid acc':>10}"
+        f" {'edge exit':>9} {'int8 wire us':>12}"
+    )
     lines = [head, "-" * len(head)]
     for family, r in results.items():
         for variant in VARIANTS:
@@ -295,14 +383,18 @@ def _table(results: dict[str, dict[str, Any]]) -> str:
                 lines.append(f"{family:<12} {variant:<7} {'(not implemented)':>10}")
                 continue
             lines.append(
-                f"{family:<12} {variant:<7} {v['latency_ms']:>10.3f} {v['bytes']:>10d}"
+                f"{family:<12} {variant:<7} {v['latency_ms']:>10.3f} {v['latency_batch_ms']:>9.4f} {v['bytes']:>10d}"
                 f" {100 * v['hybrid_accuracy']:>9.2f}% {100 * v['edge_exit_rate']:>8.1f}%"
+                f" {v['wire_int8']['encode_us']:>12.1f}"
             )
     lines.append("")
     for family, r in results.items():
         d, q = r["distillation"], r["int8_vs_fp32"]
         lines.append(
-            f"{family}: int8 {q['speedup']:.2f}x faster, {100 * q['bytes_ratio']:.1f}% of the bytes,"
+            f"{family}: int8 {q['speedup']:.2f}x faster ({q['speedup_batch']:.2f}x per sample in a batch of"
+            f" {r['int8']['batch']}), {100 * q['bytes_ratio']:.1f}% of the bytes, int8 wire"
+            f" {r['int8']['wire_int8']['encode_us']:.1f} us vs {r['int8']['wire_int8']['requantize_us']:.1f} us"
+            f" requantized,"
             f" hybrid {q['hybrid_accuracy_points']:+.2f} pt; exits ce {100 * d['ce_exit_rate']:.1f}%"
             f" (hybrid {100 * d['ce_hybrid_accuracy']:.2f}%) vs kd {100 * d['kd_exit_rate']:.1f}%"
             f" (hybrid {100 * d['kd_hybrid_accuracy']:.2f}%): {d['kd_minus_ce_points']:+.1f} pt"
@@ -338,8 +430,8 @@ def run_edge(args: argparse.Namespace) -> int:
         "distillation": {
             "epochs": args.kd_epochs,
             "train_samples": args.kd_train,
-            "temperature": args.kd_temperature,
-            "alpha": args.kd_alpha,
+            "temperatures": args.kd_temperature,
+            "alphas": args.kd_alpha,
         },
         "families": results,
         "plots": [path.name],

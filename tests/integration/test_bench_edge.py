@@ -9,7 +9,7 @@ import numpy as np
 
 from edge.policy import criterion, softmax
 from protos.bundle import Bundle
-from split.bench_edge import distillation, edge_latency_ms, hybrid, int8_bundle
+from split.bench_edge import distillation, edge_latency_ms, hybrid, int8_bundle, wire_encode_us
 from split.calibrate import cascade
 from split.pipeline import BundleConfig
 from split.train import ExitLoss, TrainConfig, predict
@@ -36,6 +36,9 @@ def test_int8_copy_and_its_latency(trained, digits, tmp_path) -> None:  # type: 
     assert Bundle.load(bundle.root).manifest.edge_precision == "fp32"  # the original is untouched
     latency = edge_latency_ms(copy, 2, digits.x_test[:1], repeats=3)
     assert math.isfinite(latency) and latency > 0
+    assert math.isfinite(edge_latency_ms(copy, 2, digits.x_test[:16], repeats=3))  # per sample of the batch
+    assert set(wire_encode_us(copy, 2, digits.x_test[:1], repeats=3)) == {"encode_us", "requantize_us"}
+    assert set(wire_encode_us(bundle, 2, digits.x_test[:1], repeats=3)) == {"encode_us"}  # fp32: nothing to hand
     measured = hybrid(copy, 2, digits.x_test, digits.y_test)
     assert measured["hybrid_accuracy"] > 0.8
 
@@ -43,12 +46,17 @@ def test_int8_copy_and_its_latency(trained, digits, tmp_path) -> None:  # type: 
 def test_distillation_reports_ce_and_kd(trained, digits) -> None:  # type: ignore[no-untyped-def]
     _, net, _ = trained
     before = [p.detach().clone() for p in net.exits.parameters()]
-    result = distillation(
-        net, digits, 2, BundleConfig(default_split=2), TrainConfig(epochs=1), ExitLoss("kd", 3.0), n_train=300
-    )
+    kds = [ExitLoss("kd", 3.0), ExitLoss("kd", 1.5, 0.5)]
+    result = distillation(net, digits, 2, BundleConfig(default_split=2), TrainConfig(epochs=1), kds, 300, n_val=200)
     for kind in ("ce", "kd"):
         assert 0 <= result[f"{kind}_exit_rate"] <= 1
         assert 0.5 < result[f"{kind}_hybrid_accuracy"] <= 1
+    # the kd setting is the one with the most exits on the held-out training samples, not on test
+    rates = [c["val_exit_rate"] for c in result["candidates"]]
+    chosen = result["candidates"][rates.index(max(rates))]
+    assert (result["temperature"], result["alpha"]) == (chosen["temperature"], chosen["alpha"])
+    assert result["kd_val_exit_rate"] == max(rates)  # the same seed retrains the same exits
+    assert result["validation_samples"] == 200
     assert result["kd_minus_ce_points"] == 100 * (result["kd_exit_rate"] - result["ce_exit_rate"])
     for p, q in zip(before, net.exits.parameters(), strict=True):  # the benchmark works on copies
         np.testing.assert_array_equal(p.numpy(), q.detach().numpy())
