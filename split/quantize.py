@@ -27,7 +27,7 @@ from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantTy
 from onnxruntime.quantization.shape_inference import quant_pre_process
 
 from protos.bundle import Manifest, TensorSpec
-from split.graphs import compact, uint8_input, uint8_output
+from split.graphs import compact, order_preserving, uint8_input, uint8_output, uint8_passthrough
 
 __all__ = ["EDGE_PRECISIONS", "edge_outputs", "has_weights", "quantize_edge", "quantize_graph"]
 
@@ -114,35 +114,58 @@ _WEIGHTED_OPS = frozenset({"Conv", "ConvTranspose", "Gemm", "MatMul"})
 def has_weights(path: Path) -> bool:
     """Whether the graph at ``path`` has an op that int8 speeds up (a convolution or a matrix product). A graph of
     pooling and reshapes only gains nothing from int8 and lost here: ONNX Runtime's uint8 MaxPool ran 3x slower
-    than its float32 one."""
+    than its float32 one (such a graph passes uint8 through instead, run float32 on the integers)."""
     return any(node.op_type in _WEIGHTED_OPS for node in onnx.load(str(path)).graph.node)
+
+
+def _chain(
+    root: Path, manifest: Manifest, bounds: list[np.ndarray], quantized: set[str], through: set[str]
+) -> dict[int, TensorSpec]:
+    """Turn every boundary whose producer can emit uint8 and whose readers can take it into uint8; the new specs
+    by boundary index (boundary ``k``: the output of segment ``k - 1``, the input of segment ``k``)."""
+    boundaries: dict[int, TensorSpec] = {}
+    for k in range(1, len(manifest.segments)):
+        producer, reader = manifest.segments[k - 1].file, manifest.segments[k].file
+        exits = [e.file for e in manifest.exits if e.after_segment + 1 == k]
+        if reader not in quantized | through or not all(f in quantized for f in exits):
+            continue
+        if producer in quantized:
+            scale, zero_point = uint8_output(root / producer, bounds[k])
+        elif producer in through and k - 1 in boundaries:  # its output is quantized as its input is
+            scale, zero_point = boundaries[k - 1].scale, boundaries[k - 1].zero_point  # type: ignore[assignment]
+        else:
+            continue
+        boundaries[k] = replace(manifest.segments[k].input, datatype="UINT8", scale=scale, zero_point=zero_point)
+        for f in [reader, *exits]:
+            if f in quantized:
+                uint8_input(root / f, scale, zero_point)
+    for s in manifest.segments:
+        if s.file in through and s.index in boundaries:
+            b = boundaries[s.index]
+            last = s.index + 1 not in boundaries
+            uint8_passthrough(root / s.file, b.scale, b.zero_point, quantized_output=not last)  # type: ignore[arg-type]
+    return boundaries
 
 
 def quantize_edge(root: Path, manifest: Manifest, calibration: np.ndarray) -> Manifest:
     """Quantize the segments and exits of the bundle at ``root`` in place (those with weights, see
     :func:`has_weights`), calibrated on ``calibration`` (inputs of the model, e.g. the calibration split), and
-    chain them on uint8 where both sides of a boundary are quantized. Returns the manifest with
-    ``edge_precision="int8"`` and those boundaries ``UINT8`` with their scale and zero point (not written: that
-    is the caller's, once the thresholds are recalibrated)."""
+    chain them on uint8 where both sides of a boundary can take it (a segment of order-preserving ops only passes
+    it through, :func:`split.graphs.uint8_passthrough`). Returns the manifest with ``edge_precision="int8"`` and
+    those boundaries ``UINT8`` with their scale and zero point (not written: that is the caller's, once the
+    thresholds are recalibrated)."""
     bounds, _ = edge_outputs(root, manifest, calibration)  # float32: each graph sees what the float model sends
-    n = len(manifest.segments)
     quantized = {f for f in manifest.artifact_files() if f.startswith(("segments/", "exits/"))}
     quantized = {f for f in quantized if has_weights(root / f)}
+    through = {s.file for s in manifest.segments if s.file not in quantized and order_preserving(root / s.file)}
     for segment in manifest.segments:
         if segment.file in quantized:
             quantize_graph(root / segment.file, bounds[segment.index], model_input=segment.index == 0)
     for spec in manifest.exits:
         if spec.file in quantized:  # the convolution only: its pooling and 32-wide linear layer ran faster float
             quantize_graph(root / spec.file, bounds[spec.after_segment + 1], op_types=("Conv",))
-    boundaries: dict[int, TensorSpec] = {}  # boundary k: the output of segment k - 1, the input of segment k
-    for k in range(1, n):
-        readers = [manifest.segments[k].file] + [e.file for e in manifest.exits if e.after_segment + 1 == k]
-        if all(f in quantized for f in [manifest.segments[k - 1].file, *readers]):
-            scale, zero_point = uint8_output(root / manifest.segments[k - 1].file, bounds[k])
-            boundaries[k] = replace(manifest.segments[k].input, datatype="UINT8", scale=scale, zero_point=zero_point)
-            for f in readers:
-                uint8_input(root / f, scale, zero_point)
-    for f in quantized:
+    boundaries = _chain(root, manifest, bounds, quantized, through)
+    for f in quantized | through:
         onnx.save(compact(onnx.load(str(root / f))), str(root / f))
     segments = tuple(
         replace(s, input=boundaries.get(s.index, s.input), output=boundaries.get(s.index + 1, s.output))

@@ -11,7 +11,7 @@ import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from split.graphs import affine_uint8, compact, uint8_input, uint8_output
+from split.graphs import affine_uint8, compact, order_preserving, uint8_input, uint8_output, uint8_passthrough
 from split.quantize import quantize_graph
 
 RNG = np.random.default_rng(0)
@@ -96,3 +96,32 @@ def test_affine_uint8_keeps_zero_exact() -> None:
     scale, zero_point = affine_uint8(np.array([-1.0, 0.0, 3.0], np.float32))
     assert zero_point == 64 and scale == pytest.approx(4 / 255)
     assert affine_uint8(np.zeros(3, np.float32)) == (1.0, 0)
+
+
+def _maxpool_graph(path: Path) -> Path:
+    graph = helper.make_graph(
+        [helper.make_node("MaxPool", ["b2"], ["b3"], kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1])],
+        "pool",
+        [helper.make_tensor_value_info("b2", TensorProto.FLOAT, ["N", 4, 6, 6])],
+        [helper.make_tensor_value_info("b3", TensorProto.FLOAT, ["N", 4, 3, 3])],
+    )
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    return path
+
+
+@pytest.mark.parametrize("quantized_output", [True, False])
+def test_an_order_preserving_graph_passes_uint8_through_exactly(tmp_path: Path, quantized_output: bool) -> None:
+    pool = _maxpool_graph(tmp_path / "pool.onnx")
+    assert order_preserving(pool) and not order_preserving(_conv_graph(tmp_path / "c.onnx", "b1", "b2", 4))
+    q = RNG.integers(0, 256, (3, 4, 6, 6)).astype(np.uint8)
+    scale, zero_point = 0.03, 17
+    real = (q.astype(np.float32) - zero_point) * np.float32(scale)
+    expected = _run(pool, real)  # the float graph on the real values
+    uint8_passthrough(pool, scale, zero_point, quantized_output=quantized_output)
+    out = _run(pool, q)
+    if quantized_output:  # the max of the quantized values is the quantized max: same scale and zero point
+        assert out.dtype == np.uint8
+        np.testing.assert_array_equal((out.astype(np.float32) - zero_point) * np.float32(scale), expected)
+    else:
+        assert out.dtype == np.float32
+        np.testing.assert_array_equal(out, expected)
