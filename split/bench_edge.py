@@ -4,11 +4,12 @@ For each family on Fashion-MNIST (the accuracy benchmark's trained models, from 
 
 * variants ``fp32`` and ``int8`` (:mod:`split.quantize`; tails fp32): the edge head's latency (ONNX Runtime, one
   thread, one sample, median: every segment before the split and every exit head on the way, i.e. the path of
-  an offloaded sample), the same per sample on a burst of ``--batch`` (``latency_batch_ms``), the time to make
-  the ``int8`` wire tensors from the head's output (``wire_int8``: an int8 edge hands its uint8 over; beside it,
-  what requantizing would cost), its bytes (the ONNX files of those segments and exits), the same two for the
-  whole model on the edge (``*_full_edge``: every segment and exit), and, on the test split, the hybrid's
-  accuracy and edge exit rate (the exported graphs on the edge, the fp32 tail for offloaded samples).
+  an offloaded sample; the variants are timed side by side, in turn), the same per sample on a burst of
+  ``--batch`` (``latency_batch_ms``), the time to make the ``int8`` wire tensors from the head's output
+  (``wire_int8``: an int8 edge hands its uint8 over; beside it, what requantizing would cost), its bytes (the
+  ONNX files of those segments and exits), the same two for the whole model on the edge (``*_full_edge``: every
+  segment and exit), and, on the test split, the hybrid's accuracy and edge exit rate (the exported graphs on
+  the edge, the fp32 tail for offloaded samples).
   ``pruned`` (:mod:`split.prune`): the edge segments with ``--prune-ratio`` of their prunable channels removed by
   filter magnitude and the net fine-tuned ``--prune-epochs``, exported fp32 and calibrated like the others.
 * distillation: the exits are re-initialised and trained on the frozen backbone, once by cross-entropy and once
@@ -28,7 +29,7 @@ import shutil
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -92,40 +93,74 @@ def _head_files(m: Manifest, split: int) -> list[str]:
     return [s.file for s in m.segments[:split]] + [e.file for e in m.exits_before(split)]
 
 
-def edge_latency_ms(bundle: Bundle, split: int, sample: np.ndarray, repeats: int) -> float:
-    """Median milliseconds of the edge head on ``sample`` (one sample, or a batch: then per sample): segments
-    ``[0, split)`` and the exits among them."""
+def edge_head(bundle: Bundle, split: int) -> Callable[[np.ndarray], None]:
+    """The edge head as a function of its input: segments ``[0, split)`` and the exits among them, sessions built
+    once."""
     m = bundle.manifest
     segments = [(_session(bundle.file(s.file)), s.input.name) for s in m.segments[:split]]
     exits = {e.after_segment: _session(bundle.file(e.file)) for e in m.exits_before(split)}
     names = {i: s.get_inputs()[0].name for i, s in exits.items()}
 
-    def head() -> None:
-        x = sample
+    def head(x: np.ndarray) -> None:
         for i, (session, name) in enumerate(segments):
             x = session.run(None, {name: x})[0]
             if i in exits:
                 exits[i].run(None, {names[i]: x})
 
-    for _ in range(10):
-        head()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        head()
-        times.append(time.perf_counter() - start)
-    return 1e3 * float(np.median(times)) / len(sample)
+    return head
 
 
-def _median_us(fn: Callable[[], object], repeats: int) -> float:
-    for _ in range(10):
-        fn()
-    times = []
+def head_latency_ms(
+    heads: Mapping[str, Callable[[np.ndarray], None]], sample: np.ndarray, repeats: int
+) -> dict[str, float]:
+    """Median milliseconds of each head on ``sample`` (one sample, or a batch: then per sample), measured side by
+    side: each round runs every head once, in turn, so a slow spell of the shared machine hits them alike."""
+    for head in heads.values():
+        for _ in range(10):
+            head(sample)
+    times: dict[str, list[float]] = {name: [] for name in heads}
     for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return 1e6 * float(np.median(times))
+        for name, head in heads.items():
+            start = time.perf_counter()
+            head(sample)
+            times[name].append(time.perf_counter() - start)
+    return {name: 1e3 * float(np.median(t)) / len(sample) for name, t in times.items()}
+
+
+def edge_latency_ms(bundle: Bundle, split: int, sample: np.ndarray, repeats: int) -> float:
+    """Median milliseconds of one bundle's edge head on ``sample`` (see :func:`head_latency_ms`)."""
+    return head_latency_ms({"head": edge_head(bundle, split)}, sample, repeats)["head"]
+
+
+def latencies(
+    bundles: Mapping[str, Bundle], split: int, data: Dataset, repeats: int, batch: int
+) -> dict[str, dict[str, float]]:
+    """Per variant: ``latency_ms`` (the head before ``split``, one sample), ``latency_batch_ms`` (per sample, a
+    burst of ``batch``: where compute outweighs per-operator overheads) and ``latency_full_edge_ms`` (the whole
+    model on the edge), each measured with the variants side by side."""
+    n = len(next(iter(bundles.values())).manifest.segments)
+    one, burst = data.x_test[:1], data.x_test[:batch]
+    head = head_latency_ms({k: edge_head(b, split) for k, b in bundles.items()}, one, repeats)
+    heads = head_latency_ms({k: edge_head(b, split) for k, b in bundles.items()}, burst, max(repeats // 10, 5))
+    full = head_latency_ms({k: edge_head(b, n) for k, b in bundles.items()}, one, repeats)
+    return {
+        k: {"latency_ms": head[k], "latency_batch_ms": heads[k], "batch": batch, "latency_full_edge_ms": full[k]}
+        for k in bundles
+    }
+
+
+def _median_us(fns: Mapping[str, Callable[[], object]], repeats: int) -> dict[str, float]:
+    """Median microseconds of each function, run in turn round after round."""
+    for fn in fns.values():
+        for _ in range(10):
+            fn()
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            start = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - start)
+    return {name: 1e6 * float(np.median(t)) for name, t in times.items()}
 
 
 def wire_encode_us(bundle: Bundle, split: int, sample: np.ndarray, repeats: int) -> dict[str, float]:
@@ -137,10 +172,10 @@ def wire_encode_us(bundle: Bundle, split: int, sample: np.ndarray, repeats: int)
     for s in m.segments[:split]:
         x = _session(bundle.file(s.file)).run(None, {s.input.name: x})[0]
     boundary, name, int8 = m.segments[split].input, m.split_point(split).tensor.name, Codec("int8")
-    result = {"encode_us": _median_us(lambda: encode(int8, name, x, boundary), repeats)}
+    fns: dict[str, Callable[[], object]] = {"encode_us": lambda: encode(int8, name, x, boundary)}
     if boundary.quantized:
-        result["requantize_us"] = _median_us(lambda: encode(int8, name, dequantize(x, boundary)), repeats)
-    return result
+        fns["requantize_us"] = lambda: encode(int8, name, dequantize(x, boundary))
+    return _median_us(fns, repeats)
 
 
 def hybrid(bundle: Bundle, split: int, x: np.ndarray, y: np.ndarray, batch: int = 1000) -> dict[str, float]:
@@ -204,17 +239,13 @@ def pruned_bundle(
     return Bundle.load(out)
 
 
-def _variant(bundle: Bundle, split: int, data: Dataset, repeats: int, batch: int) -> dict[str, Any]:
+def _variant(bundle: Bundle, split: int, data: Dataset, repeats: int, timed: dict[str, float]) -> dict[str, Any]:
     files = _head_files(bundle.manifest, split)
     n = len(bundle.manifest.segments)
     return {
-        "latency_ms": edge_latency_ms(bundle, split, data.x_test[:1], repeats),
-        # per sample, the head on a burst (edge.batch): where the compute outweighs the per-operator overheads
-        "latency_batch_ms": edge_latency_ms(bundle, split, data.x_test[:batch], max(repeats // 10, 5)),
-        "batch": batch,
+        **timed,
         "wire_int8": wire_encode_us(bundle, split, data.x_test[:1], repeats),
         "bytes": sum(bundle.file(f).stat().st_size for f in files),
-        "latency_full_edge_ms": edge_latency_ms(bundle, n, data.x_test[:1], repeats),
         "bytes_full_edge": sum(bundle.file(f).stat().st_size for f in _head_files(bundle.manifest, n)),
         **hybrid(bundle, split, data.x_test, data.y_test),
         "files": files,
@@ -323,8 +354,10 @@ def bench_family(
     }
     pruned = pruned_bundle(net, model, split, data, config, train, PruneConfig(args.prune_ratio, args.prune_epochs),
                            work / f"{family}-pruned")  # fmt: skip
-    for name, bundle in (("fp32", fp32), ("int8", int8), ("pruned", pruned)):
-        result[name] = _variant(bundle, split, data, args.repeats, args.batch)
+    bundles = {"fp32": fp32, "int8": int8, "pruned": pruned}
+    timed = latencies(bundles, split, data, args.repeats, args.batch)
+    for name, bundle in bundles.items():
+        result[name] = _variant(bundle, split, data, args.repeats, timed[name])
     kds = [ExitLoss("kd", t, a) for t in args.kd_temperature for a in args.kd_alpha]
     kd_train = TrainConfig(epochs=args.kd_epochs, batch_size=train.batch_size, lr=train.lr, seed=train.seed)
     result["distillation"] = distillation(net, data, split, config, kd_train, kds, args.kd_train)

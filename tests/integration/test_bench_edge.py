@@ -9,7 +9,7 @@ import numpy as np
 
 from edge.policy import criterion, softmax
 from protos.bundle import Bundle
-from split.bench_edge import distillation, edge_latency_ms, hybrid, int8_bundle, wire_encode_us
+from split.bench_edge import distillation, edge_latency_ms, hybrid, int8_bundle, latencies, wire_encode_us
 from split.calibrate import cascade
 from split.pipeline import BundleConfig
 from split.train import ExitLoss, TrainConfig, predict
@@ -36,7 +36,10 @@ def test_int8_copy_and_its_latency(trained, digits, tmp_path) -> None:  # type: 
     assert Bundle.load(bundle.root).manifest.edge_precision == "fp32"  # the original is untouched
     latency = edge_latency_ms(copy, 2, digits.x_test[:1], repeats=3)
     assert math.isfinite(latency) and latency > 0
-    assert math.isfinite(edge_latency_ms(copy, 2, digits.x_test[:16], repeats=3))  # per sample of the batch
+    timed = latencies({"fp32": bundle, "int8": copy}, 2, digits, repeats=3, batch=16)  # side by side
+    assert set(timed) == {"fp32", "int8"}
+    for t in timed.values():
+        assert t["batch"] == 16 and all(math.isfinite(t[k]) and t[k] > 0 for k in t if k.startswith("latency"))
     assert set(wire_encode_us(copy, 2, digits.x_test[:1], repeats=3)) == {"encode_us", "requantize_us"}
     assert set(wire_encode_us(bundle, 2, digits.x_test[:1], repeats=3)) == {"encode_us"}  # fp32: nothing to hand
     measured = hybrid(copy, 2, digits.x_test, digits.y_test)
