@@ -77,7 +77,6 @@ def compact(model: onnx.ModelProto) -> onnx.ModelProto:
 def _drop_zero_points(graph: onnx.GraphProto) -> None:
     constants = {t.name: t for t in graph.initializer}
     for node in graph.node:
-        node.name = ""
         if node.op_type == "DequantizeLinear" and len(node.input) == 3 and node.input[2] in constants:
             zero_point = numpy_helper.to_array(constants[node.input[2]])
             if node.input[0] in constants and zero_point.dtype in (np.int8, np.int32) and not zero_point.any():
@@ -97,6 +96,7 @@ def _shorten_names(graph: onnx.GraphProto) -> None:
         return short[name]
 
     for node in graph.node:
+        node.name = ""
         for ios in (node.input, node.output):
             for i, name in enumerate(ios):
                 ios[i] = rename(name)
