@@ -25,6 +25,7 @@ from protos import inference_pb2_grpc
 from protos.tensors import add_input, get_param, response_outputs
 
 ANSWERS = "edgesplit.answers"  # edge.server.ANSWERS: per sample, where its answer came from
+PLAN = "edgesplit.plan"  # edge.server.PLAN: an adaptive edge's plan in force
 
 
 def _percentiles(ms: list[float]) -> dict[str, float]:
@@ -39,7 +40,10 @@ def _ask(stub: inference_pb2_grpc.GRPCInferenceServiceStub, model: str, name: st
     add_input(request, name, np.ascontiguousarray(x[None], dtype=np.float32))
     response = stub.ModelInfer(request, timeout=30)
     label = int(response_outputs(response)["label"][0])
-    return label, json.loads(str(get_param(response.parameters, ANSWERS)))[0]
+    where = json.loads(str(get_param(response.parameters, ANSWERS)))[0]
+    if PLAN in response.parameters:
+        where["plan"] = str(get_param(response.parameters, PLAN))
+    return label, where
 
 
 def stream(target: str, model: str, name: str, x: np.ndarray, y: np.ndarray, warmup: int) -> dict[str, object]:
@@ -49,7 +53,7 @@ def stream(target: str, model: str, name: str, x: np.ndarray, y: np.ndarray, war
         stub = inference_pb2_grpc.GRPCInferenceServiceStub(channel)
         for sample in x[:warmup]:
             _ask(stub, model, name, sample)
-        correct, sources, exits, degraded = 0, Counter[str](), Counter[str](), Counter[str]()
+        correct, sources, exits, degraded, plans = 0, Counter[str](), Counter[str](), Counter[str](), []
         latency: dict[str, list[float]] = {"all": [], "cloud": [], "exit": [], "edge": []}
         for sample, truth in zip(x, y, strict=True):
             start = time.perf_counter()
@@ -63,6 +67,8 @@ def stream(target: str, model: str, name: str, x: np.ndarray, y: np.ndarray, war
                 exits[where["exit"]] += 1
             if where.get("degraded"):
                 degraded[where["degraded"]] += 1
+            if where.get("plan") and (not plans or plans[-1][1] != where["plan"]):
+                plans.append((len(latency["all"]), where["plan"]))  # (request number, the plan from it on)
     return {
         "n": len(x),
         "correct": correct,
@@ -71,6 +77,7 @@ def stream(target: str, model: str, name: str, x: np.ndarray, y: np.ndarray, war
         "exits": dict(sorted(exits.items())),
         "degraded": dict(degraded),
         "latency_ms": {k: _percentiles(v) for k, v in latency.items() if v},
+        "plans": plans,
     }
 
 
@@ -83,6 +90,8 @@ def _print(summary: dict, target: str, model: str) -> None:
     print("client: latency ms " + ", ".join(f"{k} {v:.1f}" for k, v in lat["all"].items()))
     by_source = ", ".join(f"{s} {lat[s]['p50']:.1f}" for s in ("exit", "cloud", "edge") if s in lat)
     print(f"client: latency p50 ms by source: {by_source}")
+    if summary["plans"]:
+        print("client: plans (from request #) " + "; ".join(f"{k}: {plan}" for k, plan in summary["plans"]))
     print("client: result " + json.dumps(summary, separators=(",", ":")), flush=True)
 
 

@@ -98,12 +98,15 @@ def _edge_common() -> list[str]:
 
 
 def edge_argv() -> list[str]:
-    """``edgesplit edge`` serving KServe v2 on :8000 and metrics on :9100."""
+    """``edgesplit edge`` serving KServe v2 on :8000 and metrics on :9100; with ``EDGESPLIT_ADAPT``, adaptive
+    (each reply names the plan in force)."""
     args = ["edgesplit", "edge", *_edge_common(), "--listen", "0.0.0.0:8000", "--metrics", "0.0.0.0:9100"]
     if _env("EDGESPLIT_SPLIT"):
         args += ["--split", _env("EDGESPLIT_SPLIT")]
     if _env("EDGESPLIT_CODEC"):
         args += ["--codec", _env("EDGESPLIT_CODEC")]
+    if _env("EDGESPLIT_ADAPT"):
+        args += ["--adapt", _env("EDGESPLIT_ADAPT"), "--emulate-slowdown", _env("EDGESPLIT_SLOWDOWN", "1")]
     return args
 
 

@@ -8,7 +8,8 @@ slower than this host, writes the digits test split as ``.npy``, builds both ima
 - the client's accuracy equals the same bundle's in-process accuracy with the same settings;
 - the offloads went through netsim: the edge shares no network with the cloud and dials netsim, its metrics count
   offloads, the cloud's count requests, and the client's offload latency follows netsim's profile;
-- after netsim's profile changes from wifi to 3g through its HTTP API, the adaptive edge's plan changes.
+- after netsim's profile changes from wifi to 3g through its HTTP API, the adaptive edges' plan changes: the
+  one-shot one's over the test set, and the serving one's, named in its replies.
 
 Then it tears the stack down and stops the dockerd it started, by its PID. Needs root and Debian's mirror.
 """
@@ -77,7 +78,8 @@ class Stack:
     data: Path
 
     def compose(self, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
-        return _run(["docker-compose", "-p", PROJECT, "-f", str(REPO / "docker-compose.yml"), *args], timeout, self.env)
+        compose = ["docker-compose", "-p", PROJECT, "-f", str(REPO / "docker-compose.yml"), "--profile", "adapt"]
+        return _run([*compose, *args], timeout, self.env)  # the profile: the adaptive edges are ours to start and stop
 
     def container(self, service: str) -> str:
         return self.compose("ps", "-q", service).stdout.split()[0]
@@ -194,15 +196,23 @@ def test_the_stack_answers_as_in_process_through_netsim_and_adapts(stack: Stack)
     served = _metric(_scrape(stack.ip("cloud"), 9101), "edgesplit_cloud_requests_total", method="ModelInfer", code="OK")
     assert offloads >= result["sources"]["cloud"] and served == offloads
 
-    # The adaptive edge on wifi keeps offloading; after netsim's profile turns to 3g it moves to the device.
+    # The adaptive edges on wifi keep offloading; after netsim's profile turns to 3g they move to the device: the
+    # one-shot one over the test set, and the serving one, which says so in its replies to the client.
     n = len(json.loads((stack.bundle / "manifest.json").read_text())["segments"])
-    wifi = _adapt(stack)
+    stack.compose("up", "-d", "--no-build", "edge-adaptive")
+    _wait_healthy(stack, ("edge-adaptive",))
+    serve = ("--edge", "edge-adaptive:8000", "--limit", "60", "--warmup", "0")  # every reply counted, and its plan
+    wifi, serving_wifi = _adapt(stack), _client(stack, *serve)
     assert wifi["split"] < n, wifi
+    on_wifi = serving_wifi["plans"][-1][1]
+    assert not on_wifi.startswith(f"split {n},") and serving_wifi["sources"].get("cloud", 0) > 0, serving_wifi
     env = {**_host_env(), "EDGESPLIT_NETSIM_API": f"http://{stack.ip('netsim')}:8474"}
     _run([sys.executable, str(REPO / "docker" / "launch.py"), "set-profile", "3g"], 60, env)
-    slow = _adapt(stack)
-    print(f"adaptive edge: wifi {wifi}\n3g {slow}")
+    slow, serving_slow = _adapt(stack), _client(stack, *serve)
+    print(f"adaptive edge: wifi {wifi}\n3g {slow}\nserving: wifi {serving_wifi['plans']}, 3g {serving_slow['plans']}")
     assert slow["split"] == n and slow["plan"] != wifi["plan"], slow
     assert slow["switches"], slow
+    # it re-planned while serving: the first replies on 3g carry the wifi plan, the later ones the device's
+    assert serving_slow["plans"][0][1] == on_wifi and serving_slow["plans"][-1][1].startswith(f"split {n},")
     # And the serving edge's offloads now take 3g's round trip: they do go through netsim.
     assert _client(stack, "--limit", "20")["latency_ms"]["cloud"]["p50"] >= MIN_RTT_MS["3g"]
