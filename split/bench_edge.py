@@ -115,16 +115,8 @@ def head_latency_ms(
 ) -> dict[str, float]:
     """Median milliseconds of each head on ``sample`` (one sample, or a batch: then per sample), measured side by
     side: each round runs every head once, in turn, so a slow spell of the shared machine hits them alike."""
-    for head in heads.values():
-        for _ in range(10):
-            head(sample)
-    times: dict[str, list[float]] = {name: [] for name in heads}
-    for _ in range(repeats):
-        for name, head in heads.items():
-            start = time.perf_counter()
-            head(sample)
-            times[name].append(time.perf_counter() - start)
-    return {name: 1e3 * float(np.median(t)) / len(sample) for name, t in times.items()}
+    fns = {name: (lambda head=head: head(sample)) for name, head in heads.items()}
+    return {name: us / 1e3 / len(sample) for name, us in _median_us(fns, repeats).items()}
 
 
 def edge_latency_ms(bundle: Bundle, split: int, sample: np.ndarray, repeats: int) -> float:
@@ -168,9 +160,7 @@ def wire_encode_us(bundle: Bundle, split: int, sample: np.ndarray, repeats: int)
     way the edge does it (an int8 edge hands its uint8 tensor over; a float32 one quantizes), and for an int8
     edge ``requantize_us``, what dequantizing and quantizing it afresh would cost instead."""
     m = bundle.manifest
-    x = sample
-    for s in m.segments[:split]:
-        x = _session(bundle.file(s.file)).run(None, {s.input.name: x})[0]
+    x = edge_outputs(bundle.root, m, sample)[0][split]
     boundary, name, int8 = m.segments[split].input, m.split_point(split).tensor.name, Codec("int8")
     fns: dict[str, Callable[[], object]] = {"encode_us": lambda: encode(int8, name, x, boundary)}
     if boundary.quantized:
