@@ -246,6 +246,9 @@ class Manifest:
         """Every file the manifest refers to, sorted; the content hash covers exactly these."""
         files = {s.file for s in self.segments} | {e.file for e in self.exits}
         files |= {f for sp in self.split_points for f in sp.tails.values()}
+        graph = self.preprocessing.get("graph") if self.preprocessing.get("kind") == "image" else None
+        if isinstance(graph, str):  # the preprocessing graph (protos.preprocessing)
+            files.add(graph)
         return tuple(sorted(files))
 
     def to_json(self) -> str:

@@ -18,9 +18,11 @@ from torch import nn
 
 from protos.bundle import EDGE_PRECISIONS, WIRE_FORMATS, Exit, Manifest, Segment, SplitPoint, TensorSpec, write_manifest
 from protos.codecs import Codec
+from protos.preprocessing import Preprocessing
 from split.calibrate import Calibration
 from split.graphs import compact, strip_metadata
 from split.partition import ModelConfig, SplitNet
+from split.preprocess import write_preprocessing
 from split.quantize import quantize_edge
 from split.wire import write_tail_variant
 
@@ -117,8 +119,7 @@ def export_bundle(
                 write_tail_variant(out / tails["fp32"], fmt, out / tails[fmt])
         name = "input" if k == 0 else ("output" if k == n else net.boundary_names[k - 1])
         split_points.append(SplitPoint(k, name, specs[k], codec, tails))
-    for graph in [out / s.file for s in segments] + [out / e.file for e in exits]:  # the device's files
-        onnx.save(compact(onnx.load(str(graph))), str(graph))
+    _finish_device_graphs(out, [s.file for s in segments] + [e.file for e in exits], preprocessing, specs[0].name)
     manifest = Manifest(
         model=model_name,
         family=config.family,
@@ -137,6 +138,17 @@ def export_bundle(
     if calibration is not None:
         manifest = manifest.with_thresholds(calibration.thresholds, _calibration_stats(calibration))
     return write_manifest(out, manifest)
+
+
+def _finish_device_graphs(
+    out: Path, files: list[str], preprocessing: Mapping[str, Any] | None, input_name: str
+) -> None:
+    """Compact the device's graphs; write the preprocessing graph when the bundle takes frames and images."""
+    for rel in files:
+        onnx.save(compact(onnx.load(str(out / rel))), str(out / rel))
+    frame = Preprocessing.from_manifest(preprocessing or {})
+    if frame is not None:
+        write_preprocessing(frame, out, input_name)
 
 
 def with_calibration(out: Path, manifest: Manifest, calibration: Calibration) -> Manifest:
