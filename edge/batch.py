@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, replace
+from typing import Any
 
 import numpy as np
 
@@ -116,9 +117,10 @@ class BatchRunner:
         if fixed:
             log.info("fixed batch dimension, run per sample: %s", ", ".join(sorted(fixed)))
 
-    def infer(self, x: np.ndarray, deadline_ms: float | None = None) -> list[Answer]:
-        """One answer per sample of ``x`` (``[B, *sample_shape]``), in input order. ``deadline_ms`` (default: the
-        runtime's) bounds the cloud's tries; each answer's ``latency_ms`` is the time until it was known."""
+    def infer(self, x: Any, deadline_ms: float | None = None) -> list[Answer]:
+        """One answer per sample of ``x`` (``[B, *sample_shape]``, or frames or encoded images, see
+        :meth:`edge.inputs.Inputs.batch`), in input order. ``deadline_ms`` (default: the runtime's) bounds the
+        cloud's tries; each answer's ``latency_ms`` is the time until it was known."""
         rt = self.runtime
         start = rt._clock()
         deadline = start + (rt._deadline_s if deadline_ms is None else _deadline_s(deadline_ms))
@@ -137,12 +139,8 @@ class BatchRunner:
         self._count(answers, offload)
         return answers
 
-    def _prepare(self, x: np.ndarray) -> np.ndarray:
-        sample = self.runtime.manifest.input.sample_shape
-        x = np.asarray(x)
-        if x.ndim != len(sample) + 1 or x.shape[1:] != sample:
-            raise ValueError(f"a batch must have shape [B, {', '.join(map(str, sample))}], got {list(x.shape)}")
-        return np.ascontiguousarray(x, dtype=np.float32)
+    def _prepare(self, x: Any) -> np.ndarray:
+        return self.runtime.inputs.batch(x)
 
     def _step(self, batch: _Batch, check_exits: bool, degraded: str | None = None) -> None:
         """Run the next segment on the samples left, then its exit head when ``check_exits``."""

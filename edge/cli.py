@@ -1,4 +1,5 @@
-"""``edgesplit edge``: run a bundle's head on inputs from a ``.npy`` file, offloading to a cloud when needed."""
+"""``edgesplit edge``: run a bundle's head on inputs (an ``.npy`` file, a photo, a directory of photos), offloading
+to a cloud when needed; or serve apps on the device over KServe v2 (``--listen``)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import json
 import signal
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -25,7 +27,7 @@ from protos.bundle import Bundle, Manifest
 from protos.codecs import CODECS
 from protos.credentials import read_tokens
 
-__all__ = ["add_arguments", "run", "with_thresholds"]
+__all__ = ["IMAGE_SUFFIXES", "add_arguments", "read_inputs", "run", "with_thresholds"]
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -39,7 +41,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--split", type=int, help="split point (default: the manifest's; edge-only without --cloud)")
     parser.add_argument(
-        "--input", type=Path, metavar="NPY", help="model-ready samples, shape [N, *input shape], float32"
+        "--input",
+        type=Path,
+        metavar="PATH",
+        help="x.npy (model-ready samples [N, *input shape] float32, or uint8 RGB frames [N, H, W, 3]), a photo"
+        " (JPEG, PNG, WebP) or a directory of photos; photos and frames need a bundle with image preprocessing",
     )
     parser.add_argument(
         "--listen", metavar="HOST:PORT", help="serve KServe v2 to apps on the device instead (port 0: a free one)"
@@ -134,6 +140,27 @@ def with_thresholds(bundle: Bundle, specs: list[str]) -> Bundle:
     return dataclasses.replace(bundle, manifest=bundle.manifest.with_thresholds(values, {}))
 
 
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
+
+
+def read_inputs(path: Path) -> tuple[list[str], Any]:
+    """Sample names and samples from ``--input``: an ``.npy`` array, one photo, or a directory of photos (sorted);
+    photos stay encoded (the runtime decodes them with the bundle's preprocessing)."""
+    if path.is_dir():
+        files = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+        if not files:
+            raise ValueError(f"--input {path}: no photos there (looked for {', '.join(IMAGE_SUFFIXES)})")
+        return [f.name for f in files], [f.read_bytes() for f in files]
+    if not path.is_file():
+        raise FileNotFoundError(f"--input {path}: no such file or directory")
+    if path.suffix.lower() == ".npy":
+        x = np.load(path, allow_pickle=False)
+        return [str(i) for i in range(len(x))], x
+    if path.suffix.lower() not in IMAGE_SUFFIXES:
+        raise ValueError(f"--input {path}: expected an .npy file, a photo ({', '.join(IMAGE_SUFFIXES)}) or a directory")
+    return [path.name], [path.read_bytes()]
+
+
 def run(args: argparse.Namespace) -> int:
     """Answer every sample; with labels print a summary, else one line per answer. Or serve (``--listen``)."""
     bundle = with_thresholds(Bundle.load(args.bundle), args.threshold)
@@ -154,7 +181,7 @@ def run(args: argparse.Namespace) -> int:
         return _serve(runtime, args.listen, args.metrics, _adaptive(args, runtime, client) if args.adapt else None)
     if args.input is None:
         raise ValueError("give --input NPY (answer a file of samples) or --listen HOST:PORT (serve apps)")
-    x = np.load(args.input, allow_pickle=False)
+    names, x = read_inputs(args.input)
     labels = np.load(args.labels, allow_pickle=False) if args.labels else None
     if args.adapt:
         return _adapt(args, runtime, client, x, labels)
@@ -163,7 +190,7 @@ def run(args: argparse.Namespace) -> int:
             a = runtime.infer(sample)
             where = a.exit if a.source == "exit" else a.source
             degraded = f"\tdegraded: {a.degraded}" if a.degraded else ""
-            print(f"{i}\t{manifest.classes[a.label]}\t{a.confidence:.3f}\t{where}{degraded}")
+            print(f"{names[i]}\t{manifest.classes[a.label]}\t{a.confidence:.3f}\t{where}{degraded}")
         return 0
     stats, _ = evaluate(runtime, x, labels)
     print(json.dumps(stats.to_dict(), indent=2))
@@ -173,7 +200,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _adapt(
-    args: argparse.Namespace, runtime: EdgeRuntime, client: CloudClient | None, x: np.ndarray, labels: np.ndarray | None
+    args: argparse.Namespace, runtime: EdgeRuntime, client: CloudClient | None, x: Any, labels: np.ndarray | None
 ) -> int:
     adaptive = _adaptive(args, runtime, client)
     stats = evaluate(adaptive, x, labels)[0] if labels is not None else None

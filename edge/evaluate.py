@@ -52,11 +52,12 @@ class Answerer(Protocol):
     @property
     def split(self) -> int: ...
 
-    def infer(self, x: np.ndarray) -> Answer: ...
+    def infer(self, x: Any) -> Answer: ...
 
 
-def evaluate(runtime: Answerer, x: np.ndarray, y: np.ndarray, warmup: int = 10) -> tuple[RunStats, list[Answer]]:
-    """Answer every sample of ``x`` one by one (after ``warmup`` untimed calls); stats and the answers."""
+def evaluate(runtime: Answerer, x: Any, y: np.ndarray, warmup: int = 10) -> tuple[RunStats, list[Answer]]:
+    """Answer every sample of ``x`` (an array, or a list of encoded images) one by one (after ``warmup`` untimed
+    calls); stats and the answers."""
     for sample in x[:warmup]:
         runtime.infer(sample)
     answers, latencies = [], []

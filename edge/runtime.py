@@ -39,6 +39,7 @@ from edge.breaker import CircuitBreaker
 from edge.client import CloudClient, CloudReply
 from edge.device import Session, slowed
 from edge.errors import REASONS, CloudError, EdgeError
+from edge.inputs import Inputs
 from edge.metrics import Histogram
 from edge.offload import Offload
 from edge.policy import Criterion, confident, criterion, softmax
@@ -195,6 +196,7 @@ class EdgeRuntime:
         probe_timeout_s: float = 0.5,
     ) -> None:
         self.manifest = bundle.manifest
+        self.inputs = Inputs.load(bundle, threads)
         self._n = len(self.manifest.segments)
         self._segments = [_session(str(bundle.file(s.file)), threads, slowdown) for s in self.manifest.segments]
         self._exits: dict[int, _ExitGate] = {}
@@ -258,23 +260,16 @@ class EdgeRuntime:
             raise EdgeError(f"split point {split} has no tail for {chosen.format!r}; formats: {sorted(point.tails)}")
         return Route(split, chosen, exits)
 
-    def _prepare(self, x: np.ndarray) -> np.ndarray:
-        sample = self.manifest.input.sample_shape
-        if x.shape == sample:
-            x = x[None]
-        if x.shape[1:] != sample or x.shape[0] != 1:
-            raise ValueError(
-                f"input must have shape {list(sample)} or [1, {', '.join(map(str, sample))}], got {list(x.shape)}"
-            )
-        return np.ascontiguousarray(x, dtype=np.float32)
-
-    def infer(self, x: np.ndarray, deadline_ms: float | None = None) -> Answer:
+    def infer(self, x: Any, deadline_ms: float | None = None) -> Answer:
         """Answer one sample: from the first confident exit, the edge's full model, or the cloud; when the cloud
-        fails it, from the edge, degraded (see the module's docstring). ``deadline_ms`` overrides the runtime's."""
+        fails it, from the edge, degraded (see the module's docstring). ``deadline_ms`` overrides the runtime's.
+
+        ``x`` is the model-ready tensor or, for a bundle with image preprocessing, a uint8 RGB frame ``[H, W, 3]``
+        or an encoded image's bytes (:mod:`edge.inputs`); preprocessing counts in ``latency_ms``."""
         start = self._clock()
         deadline = start + (self._deadline_s if deadline_ms is None else _deadline_s(deadline_ms))
         route = self._route  # one read: a concurrent switch never mixes two routes in one request
-        run = _Run([self._prepare(x)], deadline)
+        run = _Run([self.inputs.one(x)], deadline)
         offload: Offload | None = None
         answer = self._head(run, route)
         if answer is None:

@@ -1,11 +1,13 @@
 """The edge node's local endpoint: the same KServe v2 protocol the cloud speaks, served to apps on the device.
 
-An app sends a batch of model-ready inputs to ``ModelInfer`` as to any inference server; the edge answers it with
-:func:`edge.batch.infer_batch` (exits on the device, the rest offloaded, degraded local answers when the cloud
-fails) and returns ``probabilities`` ``[B, classes]`` and ``label`` ``[B]``. Where each answer came from travels in
-the response parameter ``edgesplit.answers``: a JSON list with, per sample, ``source``, ``exit``, ``degraded``.
-With an :class:`~edge.adapt.AdaptiveEdge` (``edgesplit edge --listen ... --adapt BW/RTT``) samples are answered
-one by one on the adaptive route, which re-plans as the link changes; ``edgesplit.plan`` says the plan in force.
+An app sends a batch of model-ready inputs to ``ModelInfer`` as to any inference server (for a bundle with image
+preprocessing also uint8 RGB frames ``frame [B, H, W, 3]`` or encoded images ``image BYTES [B]``); the edge answers
+it with :func:`edge.batch.infer_batch` (exits on the device, the rest offloaded, degraded local answers when the
+cloud fails) and returns ``probabilities`` ``[B, classes]`` and ``label`` ``[B]``. Where each answer came from
+travels in the response parameter ``edgesplit.answers``: a JSON list with, per sample, ``source``, ``exit``,
+``degraded``. With an :class:`~edge.adapt.AdaptiveEdge` (``edgesplit edge --listen ... --adapt BW/RTT``) samples are
+answered one by one on the adaptive route, which re-plans as the link changes; ``edgesplit.plan`` says the plan in
+force.
 
 Example:
     >>> server = EdgeServer(runtime, "127.0.0.1:0"); port = server.start()   # doctest: +SKIP
@@ -24,26 +26,32 @@ from edge.batch import BatchRunner
 from edge.runtime import Answer, EdgeRuntime
 from protos import inference_pb2 as pb
 from protos import inference_pb2_grpc
-from protos.tensors import TensorFormatError, add_output, request_inputs, set_param
+from protos.bundle import TensorSpec
+from protos.byte_tensors import BYTES
+from protos.preprocessing import FRAME
+from protos.tensors import TensorFormatError, add_output, datatype_of, request_inputs, set_param
 
-__all__ = ["ANSWERS", "PLAN", "EdgeServer", "EdgeServicer"]
+__all__ = ["ANSWERS", "IMAGE", "PLAN", "EdgeServer", "EdgeServicer"]
 
 ANSWERS = "edgesplit.answers"
 PLAN = "edgesplit.plan"
 """Response parameter: per sample, where its answer came from (JSON)."""
+IMAGE = "image"
+"""The input that carries encoded images (``BYTES [B]``); ``frame`` carries uint8 RGB frames ``[B, H, W, 3]``."""
 
 
 class EdgeServicer(inference_pb2_grpc.GRPCInferenceServiceServicer):
     """KServe v2 over an :class:`EdgeRuntime`: one model, the bundle's."""
 
-    def __init__(
-        self, runtime: EdgeRuntime, max_elements: int = 1 << 22, adaptive: AdaptiveEdge | None = None
-    ) -> None:
+    def __init__(self, runtime: EdgeRuntime, max_elements: int = 1 << 22, adaptive: AdaptiveEdge | None = None) -> None:
         self._runtime = runtime
         self._batch = BatchRunner(runtime)
         self._max_elements = max_elements
         m = runtime.manifest
         self._model, self._input, self._sample = m.model, m.input, m.input.sample_shape
+        self._accepted = [TensorSpec(m.input.name, (-1, *self._sample), "FP32")]
+        if runtime.inputs.takes_images:  # the bundle carries its preprocessing: frames and encoded images too
+            self._accepted += [TensorSpec(FRAME, (-1, -1, -1, 3), "UINT8"), TensorSpec(IMAGE, (-1,), BYTES)]
         self._adaptive = adaptive
 
     def ServerLive(self, request: pb.ServerLiveRequest, context: grpc.ServicerContext) -> pb.ServerLiveResponse:
@@ -71,7 +79,7 @@ class EdgeServicer(inference_pb2_grpc.GRPCInferenceServiceServicer):
             name=self._model,
             versions=["1"],
             platform="edgesplit_edge",
-            inputs=[meta(name=self._input.name, datatype=self._input.datatype, shape=[-1, *self._sample])],
+            inputs=[meta(name=t.name, datatype=t.datatype, shape=list(t.shape)) for t in self._accepted],
             outputs=[
                 meta(name="probabilities", datatype="FP32", shape=[-1, classes]),
                 meta(name="label", datatype="INT64", shape=[-1]),
@@ -101,16 +109,27 @@ class EdgeServicer(inference_pb2_grpc.GRPCInferenceServiceServicer):
             context.abort(grpc.StatusCode.NOT_FOUND, f"unknown model {name!r}; this edge serves {[self._model]}")
 
     def _input_of(self, request: pb.ModelInferRequest, context: grpc.ServicerContext) -> np.ndarray:
+        """The model input ``[B, *sample]`` from the request's one input: the tensor, frames, or encoded images."""
         try:
             inputs = request_inputs(request, max_elements=self._max_elements)
         except TensorFormatError as err:
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(err))
-        x = inputs.get(self._input.name)
-        expected = f"{self._input.name!r} FP32 [B, {', '.join(map(str, self._sample))}]"
-        if len(inputs) != 1 or x is None or x.dtype != np.float32 or x.shape[1:] != self._sample or not len(x):
-            got = {k: (str(v.dtype), list(v.shape)) for k, v in inputs.items()}
-            context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"expected one input {expected}, got {got}")
-        return np.asarray(x)
+        accepted = {t.name: t for t in self._accepted}
+        (name, x), *rest = list(inputs.items()) or [("", np.zeros(0))]
+        spec = accepted.get(name)
+        if rest or spec is None or _datatype(x) != spec.datatype or x.ndim != len(spec.shape) or not len(x):
+            got = {k: (_datatype(v), list(v.shape)) for k, v in inputs.items()}
+            valid = " or ".join(f"{t.name!r} {t.datatype} {list(t.shape)}" for t in self._accepted)
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"expected one input, {valid}; got {got}")
+        try:
+            return self._runtime.inputs.batch(x)
+        except ValueError as err:  # a frame of the wrong shape, an image that does not decode
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"input {name!r}: {err}")
+            raise  # abort raised already; for type checkers
+
+
+def _datatype(x: np.ndarray) -> str:
+    return BYTES if x.dtype == object else datatype_of(x.dtype)
 
 
 class EdgeServer:

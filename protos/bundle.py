@@ -45,7 +45,7 @@ EDGE_PRECISIONS = ("fp32", "int8")
 """How the edge graphs (segments and exits) compute: float32, or int8 in QDQ form. An int8 edge's graphs pass
 uint8 tensors to each other (each boundary's scale and zero point in the manifest); the model's input and the
 logits stay float32."""
-_DATATYPES = ("FP32", "FP16", "INT8", "UINT8", "INT32", "INT64")
+_DATATYPES = ("FP32", "FP16", "INT8", "UINT8", "INT32", "INT64", "BYTES")
 
 
 class BundleError(ValueError):

@@ -25,6 +25,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from protos.byte_tensors import BYTES, from_items, pack, unpack
+
 if TYPE_CHECKING:
     from protos import inference_pb2
 
@@ -81,7 +83,7 @@ _COMPRESSION = "edgesplit.compression"  # protos.params.COMPRESSION (a tensor pa
 _INT64_MAX = (1 << 63) - 1
 _INT64_MIN = -(1 << 63)
 _UINT64_MAX = (1 << 64) - 1
-_VALID_NAMES = ", ".join(DATATYPES)
+_VALID_NAMES = ", ".join([*DATATYPES, "BYTES"])
 
 
 class TensorFormatError(ValueError):
@@ -252,6 +254,9 @@ def _decode(tensors: Sequence[Any], raw: Sequence[bytes], kind: str, max_element
         label = f"{kind} {tensor.name!r}"
         if tensor.name in arrays:
             raise TensorFormatError(f"{label} appears more than once; {kind} names must be unique")
+        if tensor.datatype == BYTES:
+            arrays[tensor.name] = _bytes_tensor(label, tensor, raw[index] if raw else None, max_elements)
+            continue
         dtype, shape, count = _spec(label, tensor.datatype, tensor.shape, max_elements)
         if raw:
             if tensor.HasField("contents"):
@@ -265,6 +270,24 @@ def _decode(tensors: Sequence[Any], raw: Sequence[bytes], kind: str, max_element
         else:
             arrays[tensor.name] = _from_contents(label, tensor, shape, count)
     return arrays
+
+
+def _bytes_tensor(label: str, tensor: Any, data: bytes | None, max_elements: int) -> np.ndarray:
+    """A ``BYTES`` tensor as an object array (:mod:`protos.byte_tensors`); not compressed, elements counted."""
+    _, shape, count = _spec(label, "UINT8", tensor.shape, max_elements)
+    if _COMPRESSION in tensor.parameters:
+        raise TensorFormatError(f"{label}: BYTES tensors are not compressed (their elements already are)")
+    if data is None:
+        items = tensor.contents.bytes_contents
+        if len(items) != count:
+            raise TensorFormatError(
+                f"{label} has {len(items)} values in contents.bytes_contents; shape {list(shape)} needs exactly {count}"
+            )
+        return from_items(list(items), shape)
+    try:
+        return unpack(label, data, shape, count)
+    except ValueError as exc:
+        raise TensorFormatError(str(exc)) from None
 
 
 def _spec(label: str, datatype: str, dims: Sequence[int], max_elements: int) -> tuple[np.dtype, tuple[int, ...], int]:
@@ -334,6 +357,13 @@ def _encode(tensors: Any, raw: Any, kind: str, name: str, array: np.ndarray, com
     if any(tensor.name == name for tensor in tensors):
         raise TensorFormatError(f"{kind} {name!r} is already present; {kind} names must be unique")
     source = np.asarray(array)
+    if source.dtype == object:  # encoded images and other variable-length elements
+        try:
+            raw.append(pack(source))
+        except TypeError as exc:
+            raise TensorFormatError(f"{kind} {name!r}: {exc}") from None
+        tensors.add(name=name, datatype=BYTES, shape=source.shape)
+        return
     datatype = datatype_of(source.dtype)
     contiguous = np.ascontiguousarray(source, dtype=DATATYPES[datatype])
     tensor = tensors.add(name=name, datatype=datatype, shape=source.shape)

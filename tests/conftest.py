@@ -127,3 +127,57 @@ def interop_python() -> Path:
     if not python.is_file():
         pytest.fail(f"{python} is missing: run `make install` (it builds .venv-interop with tritonclient)")
     return python
+
+
+@pytest.fixture(scope="session")
+def photos() -> list[Path]:
+    """foolbox's 20 ImageNet validation JPEGs (512x512 RGB; the label is in the name). Read as files, never imported:
+    the ``weights`` extra installs foolbox, and ``make install`` installs the extra."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("foolbox")
+    if spec is None or not spec.submodule_search_locations:
+        pytest.fail("foolbox is not installed: run `make install` (the weights extra carries the test photos)")
+    files = sorted((Path(next(iter(spec.submodule_search_locations))) / "data").glob("imagenet_*.jpg"))
+    assert len(files) == 20
+    return files
+
+
+@pytest.fixture(scope="session")
+def rgb_digits():  # type: ignore[no-untyped-def]
+    """The digits as uint8 RGB frames, preprocessed by the bundle's own steps (resize 36, centre crop 32):
+    ``(dataset, frames)``, ``frames`` the raw 8x8x3 uint8 frames in dataset order (train, calibration, test)."""
+    import numpy as np
+    from sklearn.datasets import load_digits as sk_digits
+
+    from protos.preprocessing import Preprocessing
+    from split.data import Dataset, _split_indices
+    from split.preprocess import Cropper
+
+    digits = sk_digits()
+    frames = np.repeat((digits.images * (255 / 16)).round().astype(np.uint8)[..., None], 3, axis=-1)
+    spec = Preprocessing(resize=36, crop=32, mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25))
+    x = spec.normalize(Cropper(spec)(frames))
+    y = digits.target.astype(np.int64)
+    train, cal, test = _split_indices(len(x), 0.2, 0.15, 0)
+    data = Dataset("rgb-digits", tuple(map(str, range(10))), x[train], y[train], x[cal], y[cal], x[test], y[test],
+                   spec.to_dict())  # fmt: skip
+    return data, {"train": frames[train], "cal": frames[cal], "test": frames[test]}
+
+
+@pytest.fixture(scope="session")
+def image_bundle(rgb_digits, tmp_path_factory):  # type: ignore[no-untyped-def]
+    """A width-0.25 MobileNetV2 trained 3 epochs on the RGB digits, exported with its preprocessing graph."""
+    import torch
+
+    from split.partition import ModelConfig
+    from split.pipeline import BundleConfig, make_bundle
+    from split.train import TrainConfig
+
+    torch.set_num_threads(2)
+    data, _ = rgb_digits
+    model = ModelConfig(width=0.25, in_channels=3, image_size=32)
+    bundle, _ = make_bundle(data, model, TrainConfig(epochs=3), BundleConfig(default_split=2),
+                            cache=tmp_path_factory.mktemp("cache"), out=tmp_path_factory.mktemp("image-bundle"),
+                            progress=False)  # fmt: skip
+    return bundle

@@ -184,9 +184,41 @@ def test_unknown_datatype() -> None:
         request_inputs(_raw_request("FP8", [1], b"\x00"))
 
 
-def test_bytes_datatype_is_not_carried() -> None:
-    with pytest.raises(TensorFormatError, match="'BYTES'; supported"):
-        request_inputs(_typed_request("s", "BYTES", [1], bytes_contents=[b"hi"]))
+def test_bytes_typed_contents() -> None:
+    decoded = request_inputs(_typed_request("s", "BYTES", [2], bytes_contents=[b"hi", b""]))["s"]
+    assert decoded.dtype == object and decoded.shape == (2,)
+    assert [bytes(b) for b in decoded] == [b"hi", b""]
+
+
+def test_bytes_raw_round_trip_is_length_prefixed() -> None:
+    """KServe's binary BYTES layout: a 4-byte little-endian length before each element; views, not copies."""
+    images = np.empty(3, dtype=object)
+    images[:] = [b"\xff\xd8jpeg", b"", bytes(range(256)) * 3]
+    request = inference_pb2.ModelInferRequest(model_name="m")
+    add_input(request, "image", images)
+    assert request.inputs[0].datatype == "BYTES" and list(request.inputs[0].shape) == [3]
+    assert request.raw_input_contents[0][:4] == (6).to_bytes(4, "little")
+    decoded = request_inputs(inference_pb2.ModelInferRequest.FromString(request.SerializeToString()))["image"]
+    assert [bytes(b) for b in decoded] == list(images)
+    assert isinstance(decoded[0], memoryview)
+
+
+@pytest.mark.parametrize(
+    ("data", "match"),
+    [
+        (b"\x05\x00", "end inside element 0's 4-byte length"),
+        (b"\x09\x00\x00\x00abc", "element 0 declares 9 bytes but 3 remain"),
+        (b"\x01\x00\x00\x00a\x01\x00\x00\x00bZZ", "2 bytes left after the 2 declared"),
+    ],
+)
+def test_bytes_raw_malformed(data: bytes, match: str) -> None:
+    with pytest.raises(TensorFormatError, match=match):
+        request_inputs(_raw_request("BYTES", [2] if b"b" in data else [1], data))
+
+
+def test_bytes_elements_must_be_bytes() -> None:
+    with pytest.raises(TensorFormatError, match="holds bytes, got an element of type int"):
+        add_input(inference_pb2.ModelInferRequest(), "image", np.array([1, b"x"], dtype=object))
 
 
 def test_negative_dimension() -> None:
