@@ -312,7 +312,7 @@ def _table(results: dict[str, FamilyResult]) -> str:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The subcommand's options."""
     parser.add_argument(
-        "which", choices=["accuracy", "network", "faults", "cloud", "edge"], help="the benchmark to run"
+        "which", choices=["accuracy", "network", "faults", "cloud", "edge", "photos"], help="the benchmark to run"
     )
     parser.add_argument("--out", type=Path, required=True, metavar="DIR", help="where results.json and plots go")
     parser.add_argument(
@@ -347,6 +347,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run the benchmark, print the table, write results.json and the plots."""
+    if args.which == "photos":
+        from split.bench_photos import run as run_photos
+
+        return run_photos(args)
     if args.which == "faults":
         from split.bench_faults import run as run_faults
 
