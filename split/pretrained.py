@@ -130,10 +130,27 @@ def _load_state(model: nn.Module, path: Path) -> None:
         raise ValueError(f"{str(path)!r} is not a loadable state_dict: {error}") from error
     if not isinstance(state, dict):
         raise ValueError(f"{str(path)!r} holds a {type(state).__name__}, not a state_dict")
-    try:
-        model.load_state_dict(state, strict=True)
-    except RuntimeError as error:  # torch names the missing and unexpected keys and the shape mismatches
-        raise ValueError(f"{str(path)!r} does not fit {type(model).__name__}: {error}") from error
+    problems = _mismatch(model.state_dict(), state)
+    if problems:
+        raise ValueError(f"{str(path)!r} does not fit {type(model).__name__}: {problems}")
+    model.load_state_dict(state, strict=True)
+
+
+def _mismatch(expected: dict[str, torch.Tensor], state: dict[str, object], shown: int = 4) -> str:
+    """What keeps ``state`` from loading strictly: missing and unexpected keys, shape mismatches (a few named)."""
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in expected]
+    shapes = [
+        f"{k} {tuple(v.shape)} (expected {tuple(expected[k].shape)})"
+        for k, v in state.items()
+        if k in expected and isinstance(v, torch.Tensor) and v.shape != expected[k].shape
+    ]
+    parts = [
+        f"{len(items)} {what}: {items[:shown]}{' …' if len(items) > shown else ''}"
+        for what, items in (("missing keys", missing), ("unexpected keys", unexpected), ("shape mismatches", shapes))
+        if items
+    ]
+    return "; ".join(parts)
 
 
 def replace_classifier(module: nn.Module, num_classes: int) -> nn.Module:

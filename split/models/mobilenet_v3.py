@@ -100,8 +100,6 @@ class MobileNetV3Block(nn.Module):
 class _MobileNetV3(nn.Module):
     """stem (``features.0``) -> blocks -> 1x1 to six times the last block's channels -> pool -> classifier."""
 
-    preprocessing: dict[str, Any] = imagenet_preprocessing()
-
     def __init__(
         self, in_channels: int, num_classes: int, width: float, settings: tuple[_Setting, ...], last: int
     ) -> None:
@@ -134,6 +132,7 @@ class MobileNetV3Large(_MobileNetV3):
 
     split_points = ("features.3", "features.6", "features.12", "features.15")
     exits = ("features.3", "features.6")
+    preprocessing: dict[str, Any] = imagenet_preprocessing()
 
     def __init__(self, in_channels: int, num_classes: int, width: float = 1.0, image_size: int = 224) -> None:
         del image_size  # fully convolutional up to the global pooling
@@ -150,6 +149,7 @@ class MobileNetV3Small(_MobileNetV3):
 
     split_points = ("features.1", "features.3", "features.8", "features.11")
     exits = ("features.1", "features.3")
+    preprocessing: dict[str, Any] = imagenet_preprocessing()
 
     def __init__(self, in_channels: int, num_classes: int, width: float = 1.0, image_size: int = 224) -> None:
         del image_size  # fully convolutional up to the global pooling
