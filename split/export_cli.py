@@ -19,7 +19,18 @@ if TYPE_CHECKING:
 
 __all__ = ["FAMILY_NAMES", "FORMATS", "add_arguments", "run"]
 
-FAMILY_NAMES = ("mobilenetv2", "resnet", "squeezenet", "vgg")
+FAMILY_NAMES = (
+    "efficientnet_lite0",
+    "mobilenet_v1",
+    "mobilenet_v2",
+    "mobilenet_v3_large",
+    "mobilenet_v3_small",
+    "mobilenetv2",
+    "resnet",
+    "shufflenet_v2",
+    "squeezenet",
+    "vgg",
+)
 """The keys of :data:`split.models.FAMILIES` (named here so that the options need no torch; a test compares)."""
 
 FORMATS = ("bundle", "triton")

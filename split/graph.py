@@ -3,7 +3,8 @@
 The model is traced with ``torch.fx``; nodes are in execution order. A cut after node ``i`` is crossed by every
 value made at or before ``i`` and used after it (parameters and constants are re-created on either side, so
 they do not count). A boundary is a valid split point when exactly one tensor crosses it: inside a residual
-block the skip connection crosses too, inside a fire module both expand branches do, so those are refused.
+block the skip connection crosses too, inside a fire module both expand branches do, so those are refused. A
+single value that is not one tensor (the tuple ``chunk`` returns) is refused too.
 
 Boundaries are named by the outermost module whose last node is the cut (``layer2``, ``features.3``), else by the
 node's module path or fx name (``layer2.0.relu``, ``add_3``).
@@ -16,7 +17,7 @@ from dataclasses import dataclass
 
 import torch
 from torch import fx, nn
-from torch.fx.passes.shape_prop import ShapeProp
+from torch.fx.passes.shape_prop import ShapeProp, TensorMetadata
 
 __all__ = ["Boundary", "boundaries", "resolve", "segment_modules", "trace"]
 
@@ -69,7 +70,9 @@ def boundaries(gm: fx.GraphModule) -> list[Boundary]:
             ends[path] = n
     found = []
     for i, live in enumerate(_crossing(nodes)):
-        if nodes[i].op == "placeholder" or len(live) != 1 or "tensor_meta" not in live[0].meta:
+        if nodes[i].op == "placeholder" or len(live) != 1:
+            continue
+        if not isinstance(live[0].meta.get("tensor_meta"), TensorMetadata):  # e.g. the tuple ``chunk`` returns
             continue
         if not any(u.op != "output" for u in live[0].users) or live[0] is not nodes[i]:
             continue
@@ -105,7 +108,10 @@ def _why_invalid(gm: fx.GraphModule, name: str) -> str:
     hits = [i for i, n in enumerate(nodes) if _matches(n, name)]
     if not hits:
         return " (no module or node has that name)"
-    live = [n.name for n in _crossing(nodes)[hits[-1]]]
+    crossing = _crossing(nodes)[hits[-1]]
+    live = [n.name for n in crossing]
+    if len(crossing) == 1 and not isinstance(crossing[0].meta.get("tensor_meta"), TensorMetadata):
+        return f" (the value crossing that boundary, {live[0]}, is not a single tensor)"
     return f" ({len(live)} tensors cross that boundary: {live})"
 
 

@@ -14,12 +14,18 @@ def divisible(value: float, divisor: int = 8) -> int:
 
 
 def conv_bn(
-    cin: int, cout: int, kernel: int, stride: int = 1, groups: int = 1, act: type[nn.Module] | None = nn.ReLU
+    cin: int,
+    cout: int,
+    kernel: int,
+    stride: int = 1,
+    groups: int = 1,
+    act: type[nn.Module] | None = nn.ReLU,
+    eps: float = 1e-5,
 ) -> nn.Sequential:
-    """Convolution (same padding, no bias) -> batch norm -> optional activation."""
+    """Convolution (same padding, no bias) -> batch norm (``eps``) -> optional activation."""
     layers: list[nn.Module] = [
         nn.Conv2d(cin, cout, kernel, stride, kernel // 2, groups=groups, bias=False),
-        nn.BatchNorm2d(cout),
+        nn.BatchNorm2d(cout, eps=eps),
     ]
     if act is not None:
         layers.append(act(inplace=True))
