@@ -1,4 +1,4 @@
-"""Real ImageNet photos for tests and benchmarks, and a reference preprocessing for them.
+"""Real ImageNet photos for tests and benchmarks, preprocessed as a bundle preprocesses them.
 
 The photos are foolbox's 20 ImageNet samples (``pip install 'edgesplit[weights]'``): 512x512 RGB JPEGs named
 ``imagenet_{i:02d}_{label}.jpg``, the label being the ImageNet class index. foolbox is only read as files, never
@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["PHOTOS_PACKAGE", "imagenet_photos", "preprocess_photo", "preprocess_photos"]
+__all__ = ["PHOTOS_PACKAGE", "imagenet_photos", "preprocess_photos"]
 
 PHOTOS_PACKAGE = "foolbox"
 _PREFIX = "imagenet_"
@@ -45,25 +45,14 @@ def imagenet_photos() -> list[tuple[Path, int]]:
     return [(path, int(path.stem.rsplit("_", 1)[1])) for path in found]
 
 
-def preprocess_photo(path: Path, preprocessing: Mapping[str, Any]) -> np.ndarray:
-    """One photo as a ``[3, crop, crop]`` float32 model input: RGB, the shorter side resized to ``resize``
-    (bilinear), the centre ``crop`` square, then ``(value * scale - mean) / std`` per channel."""
-    from PIL import Image
-
-    with Image.open(path) as image:
-        rgb = image.convert("RGB")
-    size, crop = int(preprocessing["resize"]), int(preprocessing["crop"])
-    w, h = rgb.size
-    ratio = size / min(w, h)
-    resized = rgb.resize((max(size, round(w * ratio)), max(size, round(h * ratio))), Image.Resampling.BILINEAR)
-    left, top = (resized.width - crop) // 2, (resized.height - crop) // 2
-    pixels = np.asarray(resized.crop((left, top, left + crop, top + crop)), dtype=np.float32)
-    mean = np.asarray(preprocessing["mean"], dtype=np.float32)
-    std = np.asarray(preprocessing["std"], dtype=np.float32)
-    scaled = pixels * np.float32(preprocessing["scale"])
-    return np.ascontiguousarray(((scaled - mean) / std).transpose(2, 0, 1), dtype=np.float32)
-
-
 def preprocess_photos(paths: Sequence[Path], preprocessing: Mapping[str, Any]) -> np.ndarray:
-    """A ``[N, 3, crop, crop]`` float32 batch of :func:`preprocess_photo`."""
-    return np.stack([preprocess_photo(p, preprocessing) for p in paths])
+    """Photos as a ``[N, 3, crop, crop]`` float32 model input, by the bundle's own preprocessing (decoded with
+    :func:`~protos.preprocessing.decode_image`, cropped by :class:`~split.preprocess.Cropper`, normalised), so a
+    model's accuracy here is the accuracy of the bundle that carries ``preprocessing``."""
+    from protos.preprocessing import Preprocessing, decode_image
+    from split.preprocess import Cropper
+
+    spec = Preprocessing(**preprocessing)
+    cropper = Cropper(spec)
+    crops = [cropper(decode_image(p.read_bytes(), p.name)) for p in paths]
+    return spec.normalize(np.concatenate(crops))
