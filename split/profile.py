@@ -33,6 +33,7 @@ from protos.bundle import Bundle, Manifest, TensorSpec, write_manifest
 from protos.codecs import Codec, decode, encode
 from protos.tensors import add_input, add_output, request_inputs
 from split.data import load_dataset
+from split.samples import Samples
 
 __all__ = ["PROFILED_CODECS", "add_arguments", "profile_bundle", "run"]
 
@@ -98,7 +99,7 @@ def _sweep(probs: np.ndarray, labels: np.ndarray, crit_name: str, points: int = 
 
 def profile_bundle(
     bundle: Bundle,
-    x: np.ndarray,
+    x: Samples,
     y: np.ndarray,
     *,
     runs: int = 50,
@@ -115,7 +116,7 @@ def profile_bundle(
     m = bundle.manifest
     n = len(m.segments)
     segments = [_session(bundle.file(s.file), edge_threads) for s in m.segments]
-    bounds = [x.astype(np.float32)]
+    bounds = [x[:].astype(np.float32)]  # lazy samples: read here, the profile runs on all of them
     for session in segments:
         bounds.append(_batched(session, bounds[-1]))
     final = bounds[-1]
