@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from protos.bundle import EDGE_PRECISIONS, Bundle
 from protos.codecs import CODECS
+from split.datacli import add_data_arguments, load_args_data
 
 if TYPE_CHECKING:
     from split.data import Dataset
@@ -35,7 +36,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="DIR",
         help="the bundle directory to write; with --format triton, the Triton model repository",
     )
-    _add_data_arguments(parser)
+    add_data_arguments(parser)
     model = parser.add_argument_group("model: a built-in family, or a Python file and the function that builds it")
     model.add_argument("--family", default="mobilenetv2", choices=FAMILY_NAMES)
     model.add_argument("--width", type=float, default=0.5, help="width multiplier of the family")
@@ -81,35 +82,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--cache-dir", type=Path, default=None, help="trained models (default: $EDGESPLIT_CACHE)")
     _add_triton_arguments(parser)
-
-
-def _add_data_arguments(parser: argparse.ArgumentParser) -> None:
-    data = parser.add_argument_group("data: a built-in set, or your own (--data)")
-    data.add_argument("--dataset", default=None, choices=["digits", "fashion-mnist"], help="default: digits")
-    data.add_argument(
-        "--data-dir",
-        type=Path,
-        default=None,
-        help="a directory of the four standard IDX files (Fashion-MNIST's names; classes from classes.txt or labels)",
-    )
-    data.add_argument(
-        "--data",
-        type=Path,
-        default=None,
-        metavar="PATH",
-        help="your own data: a folder with a sub-folder of JPEG/PNG/WebP images per class (optionally inside"
-        " train/, val/, test/), or an .npz with arrays x, y and optionally classes",
-    )
-    data.add_argument("--image-size", type=int, default=None, metavar="CROP", help="--data images: the crop (224)")
-    data.add_argument(
-        "--resize", type=int, default=None, help="--data images: the shorter side before the crop (CROP * 256 / 224)"
-    )
-    data.add_argument(
-        "--skip-bad-images", action="store_true", help="--data: leave out images that cannot be decoded (reported)"
-    )
-    data.add_argument(
-        "--workers", type=int, default=2, help="--data: processes decoding images into the cache (default %(default)s)"
-    )
 
 
 def _add_triton_arguments(parser: argparse.ArgumentParser) -> None:
@@ -201,22 +173,14 @@ def _make_bundle(args: argparse.Namespace, out: Path) -> Bundle:
 
 
 def _load_data(args: argparse.Namespace) -> Dataset:
-    """The dataset the options name: ``--data`` (a user's folder or .npz), else ``--dataset`` / ``--data-dir``."""
-    image_options = args.image_size is not None or args.resize is not None or args.skip_bad_images
-    if args.data is None:
-        if image_options:
-            raise ValueError("--image-size, --resize and --skip-bad-images go with --data (your own images)")
-        from split.data import load_dataset
+    """The dataset the options name; a user's images are preprocessed as ``--image-size`` / ``--resize`` say,
+    else as the family's own ``preprocessing`` (a pretrained family's), else ImageNet's at crop 224."""
+    spec = None
+    if args.data is not None:
+        from split.userdata import image_spec
 
-        name = args.dataset or ("fashion-mnist" if args.data_dir is not None else "digits")
-        return load_dataset(name, **({"data_dir": args.data_dir} if name == "fashion-mnist" else {}))
-    if args.dataset is not None or args.data_dir is not None:
-        raise ValueError("--data (your own folder or .npz) replaces --dataset and --data-dir; give one of them")
-    from split.userdata import DataOptions, image_spec, load_data
-
-    spec = image_spec(args.image_size, args.resize, _family_preprocessing(args))
-    return load_data(args.data, spec, DataOptions(skip_bad=args.skip_bad_images, workers=args.workers,
-                                                  cache_dir=args.cache_dir))  # fmt: skip
+        spec = image_spec(args.image_size, args.resize, _family_preprocessing(args))
+    return load_args_data(args, spec)
 
 
 def _family_preprocessing(args: argparse.Namespace) -> dict[str, Any] | None:
