@@ -34,6 +34,7 @@ from split.calibrate import calibrate, cascade
 from split.data import Dataset, load_fashion_mnist
 from split.partition import ModelConfig, SplitNet
 from split.pipeline import default_cache_dir, trained_model
+from split.samples import as_array
 from split.train import TrainConfig
 
 __all__ = ["CODECS", "SIZES", "FamilyResult", "add_arguments", "bench_family", "run"]
@@ -145,7 +146,7 @@ def bench_family(
     net, cached = trained_model(data, model, train, cache, progress)
     trained_s = time.perf_counter() - started
     crit = criterion(criterion_name)
-    cal, test = _forward(net, data.x_cal), _forward(net, data.x_test)
+    cal, test = _forward(net, as_array(data.x_cal)), _forward(net, as_array(data.x_test))
     n = len(net.segments)
     mid = n // 2 if split is None else split
     if not 1 <= mid < n:

@@ -48,6 +48,7 @@ from split.partition import ModelConfig, SplitNet
 from split.pipeline import BundleConfig, calibrate_net, default_cache_dir, make_bundle
 from split.prune import PruneConfig, prune_and_finetune
 from split.quantize import edge_outputs, quantize_edge
+from split.samples import as_array
 from split.train import ExitLoss, TrainConfig, predict, train_exits
 
 __all__ = ["VARIANTS", "add_arguments", "bench_family", "run_edge"]
@@ -197,8 +198,8 @@ def int8_bundle(fp32: Bundle, out: Path, net: SplitNet, data: Dataset, config: B
     if out.exists():
         shutil.rmtree(out)
     shutil.copytree(fp32.root, out)
-    manifest = quantize_edge(out, fp32.manifest, data.x_cal)
-    _, logits = edge_outputs(out, manifest, data.x_cal)
+    manifest = quantize_edge(out, fp32.manifest, as_array(data.x_cal))
+    _, logits = edge_outputs(out, manifest, as_array(data.x_cal))
     with_calibration(out, manifest, calibrate_net(net, data, config, [logits[e.name] for e in manifest.exits]))
     return Bundle.load(out)
 
@@ -237,7 +238,7 @@ def _variant(bundle: Bundle, split: int, data: Dataset, repeats: int, timed: dic
         "wire_int8": wire_encode_us(bundle, split, data.x_test[:1], repeats),
         "bytes": sum(bundle.file(f).stat().st_size for f in files),
         "bytes_full_edge": sum(bundle.file(f).stat().st_size for f in _head_files(bundle.manifest, n)),
-        **hybrid(bundle, split, data.x_test, data.y_test),
+        **hybrid(bundle, split, as_array(data.x_test), data.y_test),
         "files": files,
     }
 
@@ -310,7 +311,7 @@ def distillation(
     for name, loss in (("ce", ExitLoss()), ("kd", kds[best])):
         student, thresholds = trained(loss)
         _, val_taken, _ = cascade_on(student, thresholds, x_val)
-        preds, taken, exits = cascade_on(student, thresholds, data.x_test)
+        preds, taken, exits = cascade_on(student, thresholds, as_array(data.x_test))
         result[f"{name}_val_exit_rate"] = float((val_taken < len(used)).mean())
         result[f"{name}_exit_rate"] = float((taken < len(used)).mean())
         result[f"{name}_hybrid_accuracy"] = float((preds == data.y_test).mean())

@@ -226,12 +226,13 @@ def run(args: argparse.Namespace) -> int:
     from split.data import load_digits
     from split.partition import ModelConfig
     from split.pipeline import BundleConfig, default_cache_dir, make_bundle
+    from split.samples import as_array
     from split.train import TrainConfig
 
     started = time.perf_counter()
     data = load_digits()
     bundle, _ = make_bundle(data, ModelConfig(), TrainConfig(), BundleConfig(), args.cache_dir or default_cache_dir())
-    samples = np.resize(data.x_test, (args.requests, *data.x_test.shape[1:]))
+    samples = np.resize(as_array(data.x_test), (args.requests, *data.x_test.shape[1:]))
     results = run_faults(bundle, samples, deadline_ms=args.deadline_ms)
     report: dict[str, Any] = {
         "benchmark": "faults",

@@ -48,6 +48,7 @@ from split.data import load_dataset
 from split.partition import ModelConfig
 from split.pipeline import BundleConfig, default_cache_dir, make_bundle
 from split.profile import profile_bundle
+from split.samples import as_array
 from split.train import TrainConfig
 
 __all__ = ["STRATEGIES", "add_arguments", "run_network"]
@@ -345,7 +346,7 @@ def run_network(args: argparse.Namespace) -> int:
             control.shape("cloud", PROFILES[name])
             print(f"profile {name}: measuring every configuration", file=sys.stderr)
             results["profiles"][name] = _profile_run(runtime, client, samples, costs, PROFILES[name], budget)
-        adapt_samples = np.resize(data.x_test, (args.adapt_requests, *data.x_test.shape[1:]))
+        adapt_samples = np.resize(as_array(data.x_test), (args.adapt_requests, *data.x_test.shape[1:]))
         results["adaptation"] = _adaptation(
             runtime,
             client,

@@ -1,8 +1,16 @@
-"""Datasets with fixed, disjoint train / calibration / test splits (calibration is carved out of train)."""
+"""Datasets with fixed, disjoint train / calibration / test splits (calibration is carved out of train).
+
+The built-in sets (scikit-learn's digits, Fashion-MNIST's IDX files) are arrays in memory; a user's image folder
+or ``.npz`` (:mod:`split.userdata`) gives lazy :class:`~split.samples.ImageSamples`. Consumers index or slice a
+split (``x[a:b]``, ``x[rows]``), which both support.
+"""
 
 from __future__ import annotations
 
 import gzip
+import hashlib
+import json
+import re
 import struct
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -10,27 +18,50 @@ from typing import Any
 
 import numpy as np
 
+from split.samples import Samples
+
 __all__ = ["Dataset", "load_dataset", "load_digits", "load_fashion_mnist", "read_idx"]
 
 
 @dataclass(frozen=True)
 class Dataset:
-    """Model-ready float32 arrays ``(N, C, H, W)`` and int64 labels for the three splits."""
+    """Model-ready float32 samples ``(N, C, H, W)`` (arrays or lazy image samples) and int64 labels for the
+    three splits.
+
+    ``preprocessing`` is the manifest's record (for an image set, :meth:`Preprocessing.to_dict`, which the
+    bundle's ``preprocess.onnx`` is made from); ``source`` says where the data came from (not in the manifest).
+    A ``fingerprint`` there (of a user's files) enters the trained models' cache keys (:attr:`cache_key`).
+    """
 
     name: str
     classes: tuple[str, ...]
-    x_train: np.ndarray
+    x_train: Samples
     y_train: np.ndarray
-    x_cal: np.ndarray
+    x_cal: Samples
     y_cal: np.ndarray
-    x_test: np.ndarray
+    x_test: Samples
     y_test: np.ndarray
     preprocessing: dict[str, Any] = field(default_factory=dict)
+    source: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for split in ("train", "cal", "test"):
+            x, y = getattr(self, f"x_{split}"), getattr(self, f"y_{split}")
+            if len(x) != len(y):
+                raise ValueError(f"dataset {self.name!r}: {len(x)} {split} samples but {len(y)} labels")
+        if len(self.classes) < 2:
+            raise ValueError(f"dataset {self.name!r}: needs two or more classes, got {list(self.classes)}")
 
     @property
     def input_shape(self) -> tuple[int, ...]:
         """The shape of one sample."""
         return tuple(self.x_train.shape[1:])
+
+    @property
+    def cache_key(self) -> str:
+        """What identifies the data in a cache key: the name, and the source's fingerprint when it has one."""
+        fingerprint = self.source.get("fingerprint")
+        return f"{self.name}-{fingerprint}" if fingerprint else self.name
 
 
 def _resize(images: np.ndarray, size: int) -> np.ndarray:
@@ -126,9 +157,16 @@ def _find_idx(data_dir: Path, stem: str) -> Path:
 
 
 def load_fashion_mnist(data_dir: str | Path | None = None, seed: int = 0, cal: int = 5000) -> Dataset:
-    """Fashion-MNIST (28x28) from IDX files: the official 10k test set; ``cal`` samples carved out of train."""
+    """Fashion-MNIST (28x28) from IDX files: the official 10k test set; ``cal`` samples carved out of train.
+
+    Any directory with the four standard file names works (``data_dir``); only the Debian package's
+    (:data:`FASHION_MNIST_DIR`, the default) is Fashion-MNIST and has its class names. Another directory's
+    classes are named by its labels (``"0"``, ``"1"``, …) unless a ``classes.txt`` beside the files names them,
+    one per line; its dataset is named after the directory, and its files' fingerprint keys the trained models.
+    """
     root = Path(data_dir) if data_dir else FASHION_MNIST_DIR
-    arrays = {key: read_idx(_find_idx(root, stem)) for key, stem in IDX_FILES.items()}
+    paths = {key: _find_idx(root, stem) for key, stem in IDX_FILES.items()}
+    arrays = {key: read_idx(path) for key, path in paths.items()}
     train_x = arrays["train_images"].astype(np.float32) / 255.0
     order = np.random.default_rng(seed).permutation(len(train_x))
     calib, train = order[:cal], order[cal:]
@@ -138,10 +176,32 @@ def load_fashion_mnist(data_dir: str | Path | None = None, seed: int = 0, cal: i
         return ((images.astype(np.float32) / 255.0 - mean) / std)[:, None]
 
     y_train = arrays["train_labels"].astype(np.int64)
+    y_test = arrays["test_labels"].astype(np.int64)
+    name, classes, source = _idx_identity(root, list(paths.values()), max(int(y_train.max()), int(y_test.max())) + 1)
     prep_spec = {"source": str(root), "scale": 1 / 255, "mean": mean, "std": std, "resize": [28, 28]}
-    return Dataset("fashion-mnist", FASHION_CLASSES, prep(arrays["train_images"][train]), y_train[train],
+    return Dataset(name, classes, prep(arrays["train_images"][train]), y_train[train],
                    prep(arrays["train_images"][calib]), y_train[calib], prep(arrays["test_images"]),
-                   arrays["test_labels"].astype(np.int64), prep_spec)  # fmt: skip
+                   y_test, prep_spec, source)  # fmt: skip
+
+
+def _idx_identity(root: Path, files: list[Path], n_classes: int) -> tuple[str, tuple[str, ...], dict[str, Any]]:
+    """(name, classes, source) of an IDX directory: Fashion-MNIST's for the Debian package's, else its own."""
+    if root.resolve() == FASHION_MNIST_DIR.resolve():
+        return "fashion-mnist", FASHION_CLASSES, {"kind": "idx", "path": str(root)}
+    names = root / "classes.txt"
+    if names.is_file():
+        classes = tuple(line.strip() for line in names.read_text().splitlines() if line.strip())
+        if len(classes) < n_classes:
+            raise ValueError(
+                f"{names}: names {len(classes)} classes but the labels go up to {n_classes - 1};"
+                f" it needs one name per line for each of the {n_classes} classes"
+            )
+    else:
+        classes = tuple(str(c) for c in range(n_classes))
+    stats = [[p.name, p.stat().st_size, p.stat().st_mtime_ns] for p in files]
+    fingerprint = hashlib.sha256(json.dumps([stats, list(classes)]).encode()).hexdigest()[:16]
+    name = re.sub(r"[^A-Za-z0-9_.-]+", "_", root.resolve().name).strip("._") or "idx"
+    return name, classes, {"kind": "idx", "path": str(root), "fingerprint": fingerprint}
 
 
 def load_dataset(name: str, **kwargs: Any) -> Dataset:

@@ -25,6 +25,7 @@ from protos.codecs import CODECS
 from split.data import load_digits
 from split.partition import ModelConfig
 from split.pipeline import BundleConfig, default_cache_dir, make_bundle
+from split.samples import as_array
 from split.train import TrainConfig, predict
 
 __all__ = ["add_arguments", "run"]
@@ -96,11 +97,12 @@ def run(args: argparse.Namespace) -> int:
     )
     accuracy_full = float((predict(net, data.x_test)[0].argmax(-1) == data.y_test).mean())
     n_segments = len(bundle.manifest.segments)
+    x_test = as_array(data.x_test)
     with CloudProcess([bundle.root]) as cloud:
-        hybrid = _run(bundle, cloud.target, data.x_test, data.y_test, args.split, exits=True, codec=args.codec)
+        hybrid = _run(bundle, cloud.target, x_test, data.y_test, args.split, exits=True, codec=args.codec)
         base = {
-            "edge_only": _run(bundle, cloud.target, data.x_test, data.y_test, n_segments, exits=False),
-            "cloud_only": _run(bundle, cloud.target, data.x_test, data.y_test, 0, exits=False),
+            "edge_only": _run(bundle, cloud.target, x_test, data.y_test, n_segments, exits=False),
+            "cloud_only": _run(bundle, cloud.target, x_test, data.y_test, 0, exits=False),
         }
     results = {
         "dataset": data.name,

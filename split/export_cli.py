@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from protos.bundle import EDGE_PRECISIONS, Bundle
 from protos.codecs import CODECS
+from split.datacli import add_data_arguments, load_args_data
 
 if TYPE_CHECKING:
+    from split.data import Dataset
     from split.triton import TritonModel
 
 __all__ = ["FAMILY_NAMES", "FORMATS", "add_arguments", "run"]
@@ -45,8 +47,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="DIR",
         help="the bundle directory to write; with --format triton, the Triton model repository",
     )
-    parser.add_argument("--dataset", default="digits", choices=["digits", "fashion-mnist"])
-    parser.add_argument("--data-dir", type=Path, default=None, help="directory of the four Fashion-MNIST IDX files")
+    add_data_arguments(parser)
     model = parser.add_argument_group("model: a built-in family, or a Python file and the function that builds it")
     model.add_argument("--family", default="mobilenetv2", choices=FAMILY_NAMES)
     model.add_argument("--width", type=float, default=0.5, help="width multiplier of the family")
@@ -144,14 +145,12 @@ def run(args: argparse.Namespace) -> int:
 
 def _make_bundle(args: argparse.Namespace, out: Path) -> Bundle:
     """Train (cached), calibrate and export the bundle into ``out``: the only path that imports torch."""
-    from split.data import load_dataset
     from split.partition import ModelConfig
     from split.pipeline import BundleConfig, UserModel, default_cache_dir, make_bundle
     from split.prune import PruneConfig
     from split.train import ExitLoss, TrainConfig
 
-    kwargs = {"data_dir": args.data_dir} if args.dataset == "fashion-mnist" else {}
-    data = load_dataset(args.dataset, **kwargs)
+    data = _load_data(args)
     split_points = tuple(args.split_points) if args.split_points else None
     exits = tuple(args.exits) if args.exits is not None else split_points
     user = None
@@ -182,6 +181,27 @@ def _make_bundle(args: argparse.Namespace, out: Path) -> Bundle:
         prune=PruneConfig(args.prune, args.prune_epochs) if args.prune else None,
     )
     return bundle
+
+
+def _load_data(args: argparse.Namespace) -> Dataset:
+    """The dataset the options name; a user's images are preprocessed as ``--image-size`` / ``--resize`` say,
+    else as the family's own ``preprocessing`` (a pretrained family's), else ImageNet's at crop 224."""
+    spec = None
+    if args.data is not None:
+        from split.userdata import image_spec
+
+        spec = image_spec(args.image_size, args.resize, _family_preprocessing(args))
+    return load_args_data(args, spec)
+
+
+def _family_preprocessing(args: argparse.Namespace) -> dict[str, Any] | None:
+    """A family's own preprocessing (a class attribute ``preprocessing``, e.g. a pretrained family's), if any."""
+    if args.model_file is not None:
+        return None
+    from split.models import FAMILIES
+
+    record = getattr(FAMILIES.get(args.family), "preprocessing", None)
+    return dict(record) if record else None
 
 
 def _print_bundle(bundle: Bundle, out: Path) -> None:

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from edge.policy import criterion, softmax
-from protos.bundle import EDGE_PRECISIONS, Bundle, BundleError
+from protos.bundle import EDGE_PRECISIONS, Bundle, BundleError, Manifest
 from protos.codecs import Codec
 from split.calibrate import Calibration, calibrate
 from split.data import Dataset
@@ -22,10 +22,20 @@ from split.models import build
 from split.partition import ModelConfig, SplitNet, build_splitnet
 from split.prune import PruneConfig, prune_and_finetune
 from split.quantize import edge_outputs
+from split.samples import Samples
 from split.train import ExitLoss, TrainConfig, predict, train_exits, train_joint
 from split.usermodel import load_user_model, user_model_key
 
-__all__ = ["BundleConfig", "UserModel", "calibrate_net", "default_cache_dir", "make_bundle", "trained_model"]
+__all__ = [
+    "QUANTIZATION_SAMPLES",
+    "BundleConfig",
+    "UserModel",
+    "calibrate_net",
+    "default_cache_dir",
+    "make_bundle",
+    "quantization_inputs",
+    "trained_model",
+]
 
 
 @dataclass(frozen=True)
@@ -99,10 +109,10 @@ def trained_model(
     torch.manual_seed(train.seed)
     if user is None:
         module = build(model.family, model.in_channels, model.num_classes, model.width, model.image_size)
-        key = _key(model, train, data.name, *loss_key)
+        key = _key(model, train, data.cache_key, *loss_key)
     else:
         module = load_user_model(user.path, user.function, user.weights)
-        key = _key(model, train, data.name, user_model_key(user.path, user.function, user.weights), *loss_key)
+        key = _key(model, train, data.cache_key, user_model_key(user.path, user.function, user.weights), *loss_key)
     net = build_splitnet(model, module)
     path = cache / "models" / f"{model.family}-{data.name}-{key}.pt"
     if path.is_file():
@@ -158,7 +168,7 @@ def make_bundle(
         extra = user_model_key(user.path, user.function, user.weights) if user else ""
         loss_key: list[Any] = [] if loss is None or loss == ExitLoss() else [loss]
         loss_key += [prune] if prune else []
-        key = _key(model, train, config, data.name, extra, *loss_key)
+        key = _key(model, train, config, data.cache_key, extra, *loss_key)
         out = cache / "bundles" / f"{model.family}-{data.name}-{key}"
         try:
             return Bundle.load(out), net
@@ -180,9 +190,30 @@ def make_bundle(
         preprocessing=data.preprocessing,
         codec=config.codec,
         edge_precision=config.edge_precision,
-        calibration_inputs=data.x_cal if int8 else None,
+        calibration_inputs=quantization_inputs(data.x_cal) if int8 else None,
     )
     if int8:  # the thresholds must hold for the exits the edge runs: the quantized ones
-        _, logits = edge_outputs(out, manifest, data.x_cal)
+        logits = _edge_logits(out, manifest, data.x_cal)
         with_calibration(out, manifest, calibrate_net(net, data, config, [logits[e.name] for e in manifest.exits]))
     return Bundle.load(out), net
+
+
+QUANTIZATION_SAMPLES = 512
+"""At most this many calibration samples of lazy image samples calibrate the int8 quantization (arrays: all)."""
+
+
+def quantization_inputs(x: Samples) -> np.ndarray:
+    """The int8 quantization's calibration inputs: an array as it is; of lazy samples, at most
+    :data:`QUANTIZATION_SAMPLES`, evenly spaced (the calibration split is in class order)."""
+    if isinstance(x, np.ndarray):
+        return x
+    rows = np.unique(np.linspace(0, len(x) - 1, min(len(x), QUANTIZATION_SAMPLES)).round().astype(np.int64))
+    return x[rows]
+
+
+def _edge_logits(out: Path, manifest: Manifest, x: Samples, batch: int = 256) -> dict[str, np.ndarray]:
+    """The bundle's edge exits' logits on ``x``: an array at once, lazy samples in batches."""
+    if isinstance(x, np.ndarray):
+        return edge_outputs(out, manifest, x)[1]
+    parts = [edge_outputs(out, manifest, x[i : i + batch])[1] for i in range(0, len(x), batch)]
+    return {name: np.concatenate([p[name] for p in parts]) for name in parts[0]}

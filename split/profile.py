@@ -31,8 +31,10 @@ from edge.policy import confident, criterion, softmax
 from protos import inference_pb2 as pb
 from protos.bundle import Bundle, Manifest, TensorSpec, write_manifest
 from protos.codecs import Codec, decode, encode
+from protos.preprocessing import Preprocessing
 from protos.tensors import add_input, add_output, request_inputs
-from split.data import load_dataset
+from split.datacli import add_data_arguments, load_args_data
+from split.samples import Samples
 
 __all__ = ["PROFILED_CODECS", "add_arguments", "profile_bundle", "run"]
 
@@ -98,7 +100,7 @@ def _sweep(probs: np.ndarray, labels: np.ndarray, crit_name: str, points: int = 
 
 def profile_bundle(
     bundle: Bundle,
-    x: np.ndarray,
+    x: Samples,
     y: np.ndarray,
     *,
     runs: int = 50,
@@ -115,7 +117,7 @@ def profile_bundle(
     m = bundle.manifest
     n = len(m.segments)
     segments = [_session(bundle.file(s.file), edge_threads) for s in m.segments]
-    bounds = [x.astype(np.float32)]
+    bounds = [x[:].astype(np.float32)]  # lazy samples: read here, the profile runs on all of them
     for session in segments:
         bounds.append(_batched(session, bounds[-1]))
     final = bounds[-1]
@@ -210,10 +212,10 @@ def _split_costs(
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The subcommand's options."""
     parser.add_argument("--bundle", type=Path, required=True, metavar="DIR", help="the bundle to profile (in place)")
+    add_data_arguments(parser, image_size=False)  # its calibration split; --data images: the bundle's preprocessing
     parser.add_argument(
-        "--dataset", default="digits", choices=["digits", "fashion-mnist"], help="its calibration split"
+        "--cache-dir", type=Path, default=None, help="--data: the crop cache (default: $EDGESPLIT_CACHE)"
     )
-    parser.add_argument("--data-dir", type=Path, default=None, help="directory of the four Fashion-MNIST IDX files")
     parser.add_argument("--runs", type=int, default=50, help="timed runs per measurement (median)")
     parser.add_argument("--edge-threads", type=int, default=1)
     parser.add_argument("--cloud-threads", type=int, default=1)
@@ -227,9 +229,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Profile the bundle, write the manifest, print the costs."""
-    kwargs = {"data_dir": args.data_dir} if args.dataset == "fashion-mnist" else {}
-    data = load_dataset(args.dataset, **kwargs)
     bundle = Bundle.load(args.bundle)
+    data = load_args_data(args, Preprocessing.from_manifest(bundle.manifest.preprocessing))
     m = profile_bundle(
         bundle,
         data.x_cal,

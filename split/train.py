@@ -17,6 +17,7 @@ from torch import nn
 from split.data import Dataset
 from split.partition import SplitNet
 from split.progress import Progress
+from split.samples import Samples
 
 __all__ = [
     "EXIT_LOSSES",
@@ -131,7 +132,7 @@ def _train(
     loss: ExitLoss = ExitLoss(),
 ) -> list[float]:
     torch.manual_seed(config.seed)
-    x, y = torch.from_numpy(data.x_train), torch.from_numpy(data.y_train)
+    x, y = data.x_train, torch.from_numpy(data.y_train)  # x: indexed per batch (lazy samples stay lazy)
     opt = torch.optim.AdamW(parameters, lr=config.lr, weight_decay=config.weight_decay)
     steps_per_epoch = (len(x) + config.batch_size - 1) // config.batch_size
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, config.lr, total_steps=config.epochs * steps_per_epoch)
@@ -144,7 +145,7 @@ def _train(
     for _ in range(config.epochs):
         total = 0.0
         for idx in torch.randperm(len(x), generator=gen).split(config.batch_size):
-            final, exits = net.forward_all(x[idx])
+            final, exits = net.forward_all(torch.from_numpy(x[idx.numpy()]))
             losses = [exit_loss(out, final, y[idx], loss) for out in exits]
             losses.append(nn.functional.cross_entropy(final, y[idx]))
             batch_loss = sum(w * term for w, term in zip(weights, losses, strict=True) if w)
@@ -163,7 +164,7 @@ def _train(
 
 
 @torch.no_grad()
-def predict(net: SplitNet, x: np.ndarray, batch_size: int = 512) -> tuple[np.ndarray, list[np.ndarray]]:
+def predict(net: SplitNet, x: Samples, batch_size: int = 512) -> tuple[np.ndarray, list[np.ndarray]]:
     """Final logits and each exit's logits for ``x``, in eval mode."""
     net.eval()
     finals, exits = [], []
