@@ -17,6 +17,7 @@ from split.datacli import add_data_arguments, load_args_data
 
 if TYPE_CHECKING:
     from split.data import Dataset
+    from split.pipeline import Pretrained
     from split.triton import TritonModel
 
 __all__ = ["FAMILY_NAMES", "FORMATS", "add_arguments", "run"]
@@ -53,7 +54,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     model.add_argument("--width", type=float, default=0.5, help="width multiplier of the family")
     model.add_argument("--model-file", type=Path, default=None, help="a Python file defining the model")
     model.add_argument("--model-fn", default="build", help="the function in --model-file that returns the module")
-    model.add_argument("--weights", type=Path, default=None, help="its trained state_dict: only exits are trained")
+    model.add_argument(
+        "--weights",
+        type=Path,
+        default=None,
+        help="its trained state_dict: only exits are trained (--pretrained: ImageNet weights, the family's layout)",
+    )
+    model.add_argument(
+        "--pretrained",
+        action="store_true",
+        help="start from the family's published ImageNet weights (mobilenet_v2, efficientnet_lite0; or --weights):"
+        " a new classifier for the data's classes and the exits train on the frozen backbone",
+    )
     parser.add_argument("--split-points", nargs="+", default=None, help="boundary names (default: the family's)")
     parser.add_argument("--exits", nargs="*", default=None, help="split points that get an exit (default: all)")
     parser.add_argument("--criterion", default="max_softmax", choices=["max_softmax", "entropy"])
@@ -155,12 +167,13 @@ def _make_bundle(args: argparse.Namespace, out: Path) -> Bundle:
     exits = tuple(args.exits) if args.exits is not None else split_points
     user = None
     family = args.family
+    pretrained = _pretrained(args)
     if args.model_file is not None:
         user = UserModel(str(args.model_file), args.model_fn, str(args.weights) if args.weights else None)
         family = args.model_fn
     model = ModelConfig(
         family,
-        width=args.width,
+        width=1.0 if pretrained else args.width,
         in_channels=data.input_shape[0],
         image_size=data.input_shape[-1],
         num_classes=len(data.classes),
@@ -179,8 +192,20 @@ def _make_bundle(args: argparse.Namespace, out: Path) -> Bundle:
         user=user,
         loss=ExitLoss(args.exit_loss, args.kd_temperature, args.kd_alpha),
         prune=PruneConfig(args.prune, args.prune_epochs) if args.prune else None,
+        pretrained=pretrained,
     )
     return bundle
+
+
+def _pretrained(args: argparse.Namespace) -> Pretrained | None:
+    """``--pretrained``: the family's published weights, or ``--weights``; refused with ``--model-file``."""
+    if not args.pretrained:
+        return None
+    if args.model_file is not None:
+        raise ValueError("--pretrained starts a built-in family from ImageNet weights; a --model-file brings its own")
+    from split.pipeline import Pretrained
+
+    return Pretrained(str(args.weights) if args.weights else None)
 
 
 def _load_data(args: argparse.Namespace) -> Dataset:

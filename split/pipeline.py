@@ -24,11 +24,13 @@ from split.prune import PruneConfig, prune_and_finetune
 from split.quantize import edge_outputs
 from split.samples import Samples
 from split.train import ExitLoss, TrainConfig, predict, train_exits, train_joint
+from split.transfer import train_transfer
 from split.usermodel import load_user_model, user_model_key
 
 __all__ = [
     "QUANTIZATION_SAMPLES",
     "BundleConfig",
+    "Pretrained",
     "UserModel",
     "calibrate_net",
     "default_cache_dir",
@@ -89,6 +91,38 @@ class UserModel:
     weights: str | None = None
 
 
+@dataclass(frozen=True)
+class Pretrained:
+    """Start from ImageNet weights: the family's published file (``weights=None``, :mod:`split.pretrained`) or
+    the user's own state_dict of the same layout. The backbone stays frozen; a new classifier for the data's
+    classes (a linear probe) and the exits train on it, the backbone run once per image (:mod:`split.transfer`)."""
+
+    weights: str | None = None
+
+    def key(self, family: str) -> str:
+        """The weights' identity for cache keys: their sha256 prefix."""
+        from split.pretrained import pretrained_path, sha256
+
+        return sha256(Path(self.weights) if self.weights else pretrained_path(family))[:16]
+
+
+def _module(
+    model: ModelConfig, user: UserModel | None, pretrained: Pretrained | None
+) -> tuple[torch.nn.Module, list[str]]:
+    """The network to split, and what identifies its starting weights beyond ``model`` (for cache keys)."""
+    if pretrained is not None:
+        from split.pretrained import load_pretrained
+
+        weights = Path(pretrained.weights) if pretrained.weights else None
+        module = load_pretrained(model.family, weights, model.num_classes, model.image_size)
+        return module, ["transfer", pretrained.key(model.family)]
+    if user is not None:
+        return load_user_model(user.path, user.function, user.weights), [
+            user_model_key(user.path, user.function, user.weights)
+        ]
+    return build(model.family, model.in_channels, model.num_classes, model.width, model.image_size), []
+
+
 def trained_model(
     data: Dataset,
     model: ModelConfig,
@@ -97,28 +131,28 @@ def trained_model(
     progress: bool = True,
     user: UserModel | None = None,
     loss: ExitLoss | None = None,
+    pretrained: Pretrained | None = None,
 ) -> tuple[SplitNet, bool]:
     """The trained network for these configs, from ``cache`` when present; (net, was_cached).
 
     A family (``model.family``) is trained jointly with its exits; a :class:`UserModel` with weights keeps
-    its backbone and trains the exits alone. ``loss`` is how the exits learn (default: cross-entropy; only a
-    non-default one enters the cache key, so models trained before it existed stay cached).
+    its backbone and trains the exits alone; a :class:`Pretrained` family gets a linear probe and exits on its
+    frozen backbone. ``loss`` is how the exits learn (default: cross-entropy; only a non-default one enters the
+    cache key, so models trained before it existed stay cached).
     """
     loss = loss or ExitLoss()
     loss_key = [] if loss == ExitLoss() else [loss]
     torch.manual_seed(train.seed)
-    if user is None:
-        module = build(model.family, model.in_channels, model.num_classes, model.width, model.image_size)
-        key = _key(model, train, data.cache_key, *loss_key)
-    else:
-        module = load_user_model(user.path, user.function, user.weights)
-        key = _key(model, train, data.cache_key, user_model_key(user.path, user.function, user.weights), *loss_key)
+    module, origin = _module(model, user, pretrained)
+    key = _key(model, train, data.cache_key, *origin, *loss_key)
     net = build_splitnet(model, module)
     path = cache / "models" / f"{model.family}-{data.name}-{key}.pt"
     if path.is_file():
         net.load_state_dict(torch.load(path, weights_only=True))
         return net.eval(), True
-    if user is not None and user.weights is not None:
+    if pretrained is not None:
+        train_transfer(net, data, train, cache, progress, loss)
+    elif user is not None and user.weights is not None:
         train_exits(net, data, train, progress, loss)
     else:
         train_joint(net, data, train, progress, loss)
@@ -160,14 +194,17 @@ def make_bundle(
     user: UserModel | None = None,
     loss: ExitLoss | None = None,
     prune: PruneConfig | None = None,
+    pretrained: Pretrained | None = None,
 ) -> tuple[Bundle, SplitNet]:
     """Train (or load), calibrate and export; reuses an exported bundle whose inputs are unchanged. With
-    ``prune``, the edge's segments (before the default split) are channel-pruned and the net fine-tuned."""
-    net, _ = trained_model(data, model, train, cache, progress, user, loss)
+    ``prune``, the edge's segments (before the default split) are channel-pruned and the net fine-tuned;
+    with ``pretrained``, the family starts from ImageNet weights (:class:`Pretrained`)."""
+    net, _ = trained_model(data, model, train, cache, progress, user, loss, pretrained)
     if out is None:
         extra = user_model_key(user.path, user.function, user.weights) if user else ""
         loss_key: list[Any] = [] if loss is None or loss == ExitLoss() else [loss]
         loss_key += [prune] if prune else []
+        loss_key += ["transfer", pretrained.key(model.family)] if pretrained else []
         key = _key(model, train, config, data.cache_key, extra, *loss_key)
         out = cache / "bundles" / f"{model.family}-{data.name}-{key}"
         try:

@@ -98,10 +98,13 @@ def sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def load_pretrained(family: str, weights: Path | None = None, num_classes: int | None = None) -> nn.Module:
-    """The 1000-class ImageNet model of ``family`` (3 channels, width 1.0, 224 pixels) with its published weights,
-    or with ``weights`` (a state_dict file of the same layout, not checked); evaluation mode. With ``num_classes``
-    other than 1000, the final linear layer is then replaced by a fresh one (:func:`replace_classifier`).
+def load_pretrained(
+    family: str, weights: Path | None = None, num_classes: int | None = None, image_size: int = 224
+) -> nn.Module:
+    """The 1000-class ImageNet model of ``family`` (3 channels, width 1.0, ``image_size`` pixels) with its published
+    weights, or with ``weights`` (a state_dict file of the same layout, not checked); evaluation mode. With
+    ``num_classes`` other than 1000, the final linear layer is then replaced by a fresh one
+    (:func:`replace_classifier`).
 
     Raises:
         ValueError: as :func:`pretrained_path`; the packaged file's sha256 does not start with the published
@@ -116,7 +119,7 @@ def load_pretrained(family: str, weights: Path | None = None, num_classes: int |
                 f"{str(path)!r} has sha256 {measured}, expected one starting with {entry.sha256_prefix}: "
                 f"the file is damaged or not the published one; reinstall {entry.package!r}"
             )
-    model = build(family, 3, IMAGENET_CLASSES, 1.0, 224)
+    model = build(family, 3, IMAGENET_CLASSES, 1.0, image_size)  # "same" padding follows the size
     _load_state(model, path)
     if num_classes is not None and num_classes != IMAGENET_CLASSES:
         replace_classifier(model, num_classes)

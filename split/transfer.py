@@ -32,9 +32,11 @@ from split.train import ExitLoss, TrainConfig, exit_loss
 __all__ = ["classifier_of", "extract", "train_transfer"]
 
 
-def classifier_of(net: SplitNet) -> nn.Linear:
-    """The final classifier: the last ``nn.Linear`` of the last segment (the layer a linear probe trains)."""
-    linears = [m for m in net.segments[-1].modules() if isinstance(m, nn.Linear)]
+def classifier_of(net: nn.Module) -> nn.Linear:
+    """The final classifier: the last ``nn.Linear`` of a :class:`SplitNet`'s last segment, or of a plain module
+    (the layer a linear probe trains)."""
+    root = net.segments[-1] if isinstance(net, SplitNet) else net
+    linears = [m for m in root.modules() if isinstance(m, nn.Linear)]
     if not linears:
         raise ValueError("the last segment has no nn.Linear classifier; a linear probe needs one")
     return linears[-1]
