@@ -33,7 +33,7 @@ from protos.compression import compress
 from split.calibrate import calibrate, cascade
 from split.data import Dataset, load_fashion_mnist
 from split.partition import ModelConfig, SplitNet
-from split.pipeline import default_cache_dir, trained_model
+from split.pipeline import Pretrained, default_cache_dir, trained_model
 from split.samples import as_array
 from split.train import TrainConfig
 
@@ -139,11 +139,14 @@ def bench_family(
     split: int | None = None,
     codecs: Sequence[str] = CODECS,
     progress: bool = True,
+    pretrained: Pretrained | None = None,
 ) -> FamilyResult:
-    """Train (or load) ``family`` on ``data`` and measure it; ``split`` defaults to the middle split point."""
+    """Train (or load; with ``pretrained``, transfer) ``family`` on ``data`` and measure it; ``split`` defaults to
+    the middle split point."""
     started = time.perf_counter()
-    model = ModelConfig(family, width=width, in_channels=data.input_shape[0], image_size=data.input_shape[-1])
-    net, cached = trained_model(data, model, train, cache, progress)
+    model = ModelConfig(family, width=width, in_channels=data.input_shape[0], image_size=data.input_shape[-1],
+                        num_classes=len(data.classes))  # fmt: skip
+    net, cached = trained_model(data, model, train, cache, progress, pretrained=pretrained)
     trained_s = time.perf_counter() - started
     crit = criterion(criterion_name)
     cal, test = _forward(net, as_array(data.x_cal)), _forward(net, as_array(data.x_test))
@@ -319,7 +322,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--data-dir", type=Path, default=None, help="a directory holding the four Fashion-MNIST IDX files"
     )
-    parser.add_argument("--families", nargs="+", default=list(SIZES), choices=list(SIZES))
+    parser.add_argument(
+        "--families", nargs="+", default=list(SIZES), choices=[*SIZES, "mobilenet_v2", "efficientnet_lite0"]
+    )
+    transfer = parser.add_argument_group("bench accuracy --pretrained (224-px ImageNet backbones, transferred)")
+    transfer.add_argument("--pretrained", action="store_true", help="measure the pretrained families instead")
+    transfer.add_argument("--image-size", type=int, default=224, help="pixels of the photos (default %(default)s)")
+    transfer.add_argument("--limit-cal", type=int, default=2000, help="calibration samples (default %(default)s)")
+    transfer.add_argument("--limit-test", type=int, default=5000, help="test samples (default %(default)s)")
     parser.add_argument("--epochs", type=int, default=12, help="training epochs per family (default: %(default)s)")
     parser.add_argument("--budget", type=float, default=1.0, help="max accuracy loss vs. the full model, in points")
     parser.add_argument(
@@ -348,6 +358,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run the benchmark, print the table, write results.json and the plots."""
+    if args.which == "accuracy" and args.pretrained:
+        from split.bench_transfer import run_transfer
+
+        return run_transfer(args)
     if args.which == "photos":
         from split.bench_photos import run as run_photos
 

@@ -51,7 +51,7 @@ from split.quantize import edge_outputs, quantize_edge
 from split.samples import as_array
 from split.train import ExitLoss, TrainConfig, predict, train_exits
 
-__all__ = ["VARIANTS", "add_arguments", "bench_family", "run_edge"]
+__all__ = ["VARIANTS", "add_arguments", "bench_family", "int8_bundle", "latencies", "run_edge", "variant_figures"]
 
 VARIANTS = ("fp32", "int8", "pruned")
 
@@ -230,7 +230,9 @@ def pruned_bundle(
     return Bundle.load(out)
 
 
-def _variant(bundle: Bundle, split: int, data: Dataset, repeats: int, timed: dict[str, float]) -> dict[str, Any]:
+def variant_figures(bundle: Bundle, split: int, data: Dataset, repeats: int, timed: dict[str, float]) -> dict[str, Any]:
+    """One edge variant's figures: ``timed`` (its latencies), the int8 wire's encode time, the head's bytes and the
+    hybrid's accuracy and edge exit rate on the test split."""
     files = _head_files(bundle.manifest, split)
     n = len(bundle.manifest.segments)
     return {
@@ -348,7 +350,7 @@ def bench_family(
     bundles = {"fp32": fp32, "int8": int8, "pruned": pruned}
     timed = latencies(bundles, split, data, args.repeats, args.batch)
     for name, bundle in bundles.items():
-        result[name] = _variant(bundle, split, data, args.repeats, timed[name])
+        result[name] = variant_figures(bundle, split, data, args.repeats, timed[name])
     kds = [ExitLoss("kd", t, a) for t in args.kd_temperature for a in args.kd_alpha]
     kd_train = TrainConfig(epochs=args.kd_epochs, batch_size=train.batch_size, lr=train.lr, seed=train.seed)
     result["distillation"] = distillation(net, data, split, config, kd_train, kds, args.kd_train)

@@ -123,6 +123,8 @@ def train_transfer(
 ) -> dict[str, list[float]]:
     """Linear probe plus exits on ``net``'s frozen, pretrained backbone; the loss history of each part."""
     loss = loss or ExitLoss()
+    if workdir is not None:
+        workdir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=workdir) as tmp:
         stored = extract(net, data.x_train, Path(tmp), progress=progress)
         y = torch.from_numpy(np.asarray(data.y_train, np.int64))
