@@ -20,6 +20,7 @@ from protos.bundle import EDGE_PRECISIONS, WIRE_FORMATS, Exit, Manifest, Segment
 from protos.codecs import Codec
 from protos.preprocessing import Preprocessing
 from split.calibrate import Calibration
+from split.chain import chain
 from split.graphs import compact, strip_metadata
 from split.partition import ModelConfig, SplitNet
 from split.preprocess import write_preprocessing
@@ -84,7 +85,7 @@ def export_bundle(
     """Write the bundle directory ``out`` (replacing it) and return its stamped manifest.
 
     Files: ``segments/seg{i}.onnx`` (edge), ``exits/{name}.onnx`` (edge), ``tails/tail{k}.onnx`` (cloud: the
-    segments from ``k`` on, fused into one graph, for every split point ``k`` that offloads) and
+    segments from ``k`` on, chained into one graph (:mod:`split.chain`), for every split point ``k`` that offloads) and
     ``tails/tail{k}.{format}.onnx`` taking each other wire format. ``codec`` is the edge's default codec.
     ``edge_precision="int8"`` quantizes the segments and exits (:mod:`split.quantize`), calibrated on
     ``calibration_inputs`` (model inputs); the tails stay float32.
@@ -106,17 +107,10 @@ def export_bundle(
         name = f"exit{k}"
         exits.append(Exit(name, after, f"exits/{name}.onnx", criterion))
         export_onnx(head, shapes[after + 1], out / exits[-1].file, specs[after + 1].name, f"{name}_logits")
+    graphs = [onnx.load(str(out / s.file)) for s in segments]  # before compaction: the tails keep the names
     split_points = []
     for k in range(n + 1):
-        tails: dict[str, str] = {}
-        if k < n:
-            tails["fp32"] = f"tails/tail{k}.onnx"
-            export_onnx(
-                nn.Sequential(*list(net.segments)[k:]), shapes[k], out / tails["fp32"], specs[k].name, specs[n].name
-            )
-            for fmt in WIRE_FORMATS[1:]:
-                tails[fmt] = f"tails/tail{k}.{fmt}.onnx"
-                write_tail_variant(out / tails["fp32"], fmt, out / tails[fmt])
+        tails = _write_tails(out, graphs, k) if k < n else {}
         name = "input" if k == 0 else ("output" if k == n else net.boundary_names[k - 1])
         split_points.append(SplitPoint(k, name, specs[k], codec, tails))
     _finish_device_graphs(out, [s.file for s in segments] + [e.file for e in exits], preprocessing, specs[0].name)
@@ -138,6 +132,18 @@ def export_bundle(
     if calibration is not None:
         manifest = manifest.with_thresholds(calibration.thresholds, _calibration_stats(calibration))
     return write_manifest(out, manifest)
+
+
+def _write_tails(out: Path, segments: list[onnx.ModelProto], k: int) -> dict[str, str]:
+    """Write split point ``k``'s fused tail (segments ``k`` on, chained into one graph) and its variant per wire
+    format; returns their files by format."""
+    tails = {"fp32": f"tails/tail{k}.onnx"}
+    (out / tails["fp32"]).parent.mkdir(parents=True, exist_ok=True)
+    onnx.save(chain(segments[k:], name=f"tail{k}"), str(out / tails["fp32"]))
+    for fmt in WIRE_FORMATS[1:]:
+        tails[fmt] = f"tails/tail{k}.{fmt}.onnx"
+        write_tail_variant(out / tails["fp32"], fmt, out / tails[fmt])
+    return tails
 
 
 def _finish_device_graphs(
