@@ -94,8 +94,13 @@ def test_frozen_backbone_answers_exactly_as_the_users_weights(user_files, user_b
 
 
 def test_exits_were_trained_and_calibrated(user_bundle: Bundle) -> None:
-    for e in user_bundle.manifest.exits:
-        assert e.calibration["reached"] > 0 and e.threshold <= 2.0
+    """Every exit is calibrated; together they answer calibration samples within the budget. (A later exit may see
+    none: with a briefly trained backbone the first exit can be as good and take every sample.)"""
+    exits = user_bundle.manifest.exits
+    assert exits[0].calibration["reached"] > 0 and all(e.threshold <= 2.0 for e in exits)
+    assert sum(e.calibration["exited"] for e in exits) > 0
+    stats = exits[0].calibration
+    assert stats["accuracy_hybrid"] >= stats["accuracy_full"] - stats["budget"]
 
 
 def test_a_boundary_inside_a_residual_block_is_refused(user_files, tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
