@@ -51,7 +51,16 @@ from split.quantize import edge_outputs, quantize_edge
 from split.samples import as_array
 from split.train import ExitLoss, TrainConfig, predict, train_exits
 
-__all__ = ["VARIANTS", "add_arguments", "bench_family", "int8_bundle", "latencies", "run_edge", "variant_figures"]
+__all__ = [
+    "VARIANTS",
+    "add_arguments",
+    "bench_family",
+    "int8_bundle",
+    "int8_vs_fp32",
+    "latencies",
+    "run_edge",
+    "variant_figures",
+]
 
 VARIANTS = ("fp32", "int8", "pruned")
 
@@ -322,6 +331,16 @@ def distillation(
     return result
 
 
+def int8_vs_fp32(f: dict[str, Any], i: dict[str, Any]) -> dict[str, float]:
+    """The int8 edge against the fp32 one, from their :func:`variant_figures`: speed-ups, bytes, accuracy."""
+    return {
+        "speedup": f["latency_ms"] / i["latency_ms"],
+        "speedup_batch": f["latency_batch_ms"] / i["latency_batch_ms"],
+        "bytes_ratio": i["bytes"] / f["bytes"],
+        "hybrid_accuracy_points": 100 * (i["hybrid_accuracy"] - f["hybrid_accuracy"]),
+    }
+
+
 def bench_family(
     family: str,
     width: float,
@@ -354,13 +373,7 @@ def bench_family(
     kds = [ExitLoss("kd", t, a) for t in args.kd_temperature for a in args.kd_alpha]
     kd_train = TrainConfig(epochs=args.kd_epochs, batch_size=train.batch_size, lr=train.lr, seed=train.seed)
     result["distillation"] = distillation(net, data, split, config, kd_train, kds, args.kd_train)
-    f, i = result["fp32"], result["int8"]
-    result["int8_vs_fp32"] = {
-        "speedup": f["latency_ms"] / i["latency_ms"],
-        "speedup_batch": f["latency_batch_ms"] / i["latency_batch_ms"],
-        "bytes_ratio": i["bytes"] / f["bytes"],
-        "hybrid_accuracy_points": 100 * (i["hybrid_accuracy"] - f["hybrid_accuracy"]),
-    }
+    result["int8_vs_fp32"] = int8_vs_fp32(result["fp32"], result["int8"])
     result["seconds"] = time.perf_counter() - started
     return result
 

@@ -34,7 +34,7 @@ from PIL import Image
 
 from protos.preprocessing import Preprocessing
 from split.bench import bench_family
-from split.bench_edge import int8_bundle, latencies, variant_figures
+from split.bench_edge import int8_bundle, int8_vs_fp32, latencies, variant_figures
 from split.data import FASHION_CLASSES, FASHION_MNIST_DIR, IDX_FILES, Dataset, _find_idx, read_idx
 from split.models import FAMILIES
 from split.partition import ModelConfig
@@ -108,13 +108,7 @@ def _edge(family: str, data: Dataset, train: TrainConfig, split: int, args: argp
     bundles = {"fp32": fp32, "int8": int8_bundle(fp32, work / "int8", net, data, config)}
     timed = latencies(bundles, split, data, args.repeats, args.batch)
     result = {k: variant_figures(b, split, data, args.repeats, timed[k]) for k, b in bundles.items()}
-    f, i = result["fp32"], result["int8"]
-    result["int8_vs_fp32"] = {
-        "speedup": f["latency_ms"] / i["latency_ms"],
-        "speedup_batch": f["latency_batch_ms"] / i["latency_batch_ms"],
-        "bytes_ratio": i["bytes"] / f["bytes"],
-        "hybrid_accuracy_points": 100 * (i["hybrid_accuracy"] - f["hybrid_accuracy"]),
-    }
+    result["int8_vs_fp32"] = int8_vs_fp32(result["fp32"], result["int8"])
     return result
 
 
