@@ -53,3 +53,16 @@ def test_only_a_non_zero_count_changes_the_cache_key() -> None:
     probe = Pretrained().key("mobilenet_v2")
     assert len(probe) == 16 and Pretrained(finetune_blocks=0).key("mobilenet_v2") == probe
     assert Pretrained(finetune_blocks=2).key("mobilenet_v2") == f"{probe}-finetune2"
+
+
+def test_export_takes_finetune_blocks_with_pretrained_only() -> None:
+    import argparse
+
+    from split.export_cli import _pretrained, add_arguments
+
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    args = parser.parse_args(["--out", "b", "--family", "mobilenet_v2", "--pretrained", "--finetune-blocks", "2"])
+    assert _pretrained(args) == Pretrained(None, 2)
+    with pytest.raises(ValueError, match="it goes with --pretrained"):
+        _pretrained(parser.parse_args(["--out", "b", "--finetune-blocks", "2"]))
