@@ -66,6 +66,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="start from the family's published ImageNet weights (mobilenet_v2, efficientnet_lite0; or --weights):"
         " a new classifier for the data's classes and the exits train on the frozen backbone",
     )
+    model.add_argument(
+        "--finetune-blocks",
+        type=int,
+        default=0,
+        metavar="N",
+        help="with --pretrained: fine-tune the backbone's last N blocks with the new classifier (default 0: a linear"
+        " probe on the frozen backbone)",
+    )
     parser.add_argument("--split-points", nargs="+", default=None, help="boundary names (default: the family's)")
     parser.add_argument("--exits", nargs="*", default=None, help="split points that get an exit (default: all)")
     parser.add_argument("--criterion", default="max_softmax", choices=["max_softmax", "entropy"])
@@ -198,14 +206,17 @@ def _make_bundle(args: argparse.Namespace, out: Path) -> Bundle:
 
 
 def _pretrained(args: argparse.Namespace) -> Pretrained | None:
-    """``--pretrained``: the family's published weights, or ``--weights``; refused with ``--model-file``."""
+    """``--pretrained``: the family's published weights, or ``--weights``, and ``--finetune-blocks``; refused with
+    ``--model-file``."""
     if not args.pretrained:
+        if args.finetune_blocks:
+            raise ValueError("--finetune-blocks fine-tunes a pretrained backbone; it goes with --pretrained")
         return None
     if args.model_file is not None:
         raise ValueError("--pretrained starts a built-in family from ImageNet weights; a --model-file brings its own")
     from split.pipeline import Pretrained
 
-    return Pretrained(str(args.weights) if args.weights else None)
+    return Pretrained(str(args.weights) if args.weights else None, args.finetune_blocks)
 
 
 def _load_data(args: argparse.Namespace) -> Dataset:

@@ -94,16 +94,26 @@ class UserModel:
 @dataclass(frozen=True)
 class Pretrained:
     """Start from ImageNet weights: the family's published file (``weights=None``, :mod:`split.pretrained`) or
-    the user's own state_dict of the same layout. The backbone stays frozen; a new classifier for the data's
-    classes (a linear probe) and the exits train on it, the backbone run once per image (:mod:`split.transfer`)."""
+    the user's own state_dict of the same layout. A new classifier for the data's classes (a linear probe) and
+    the exits train on the frozen backbone, run once per image (:mod:`split.transfer`); ``finetune_blocks`` > 0:
+    the last that many blocks of the backbone (:mod:`split.finetune`) are then fine-tuned with the classifier."""
 
     weights: str | None = None
+    finetune_blocks: int = 0
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.finetune_blocks, int) or self.finetune_blocks < 0:
+            raise ValueError(
+                f"finetune_blocks is a count of blocks >= 0 (0: a linear probe), got {self.finetune_blocks!r}"
+            )
 
     def key(self, family: str) -> str:
-        """The weights' identity for cache keys: their sha256 prefix."""
+        """The starting point's identity for cache keys: the weights' sha256 prefix, and the fine-tuned blocks'
+        count unless 0 (so a linear probe keeps the keys it had before the option)."""
         from split.pretrained import pretrained_path, sha256
 
-        return sha256(Path(self.weights) if self.weights else pretrained_path(family))[:16]
+        digest = sha256(Path(self.weights) if self.weights else pretrained_path(family))[:16]
+        return f"{digest}-finetune{self.finetune_blocks}" if self.finetune_blocks else digest
 
 
 def _module(
@@ -136,9 +146,9 @@ def trained_model(
     """The trained network for these configs, from ``cache`` when present; (net, was_cached).
 
     A family (``model.family``) is trained jointly with its exits; a :class:`UserModel` with weights keeps
-    its backbone and trains the exits alone; a :class:`Pretrained` family gets a linear probe and exits on its
-    frozen backbone. ``loss`` is how the exits learn (default: cross-entropy; only a non-default one enters the
-    cache key, so models trained before it existed stay cached).
+    its backbone and trains the exits alone; a :class:`Pretrained` family gets a linear probe (and fine-tuned
+    last blocks, if asked) and exits on its frozen backbone. ``loss`` is how the exits learn (default:
+    cross-entropy; only a non-default one enters the cache key, so models trained before it existed stay cached).
     """
     loss = loss or ExitLoss()
     loss_key = [] if loss == ExitLoss() else [loss]
@@ -151,7 +161,7 @@ def trained_model(
         net.load_state_dict(torch.load(path, weights_only=True))
         return net.eval(), True
     if pretrained is not None:
-        train_transfer(net, data, train, cache, progress, loss)
+        train_transfer(net, data, train, cache, progress, loss, module, pretrained.finetune_blocks)
     elif user is not None and user.weights is not None:
         train_exits(net, data, train, progress, loss)
     else:

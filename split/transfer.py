@@ -16,7 +16,8 @@ Example:
 from __future__ import annotations
 
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,8 @@ import torch
 from torch import nn
 
 from split.data import Dataset
+from split.finetune import BN_MIN_BATCH, Tail, fine_tuned_tail, recorder
+from split.graph import boundaries, resolve
 from split.partition import SplitNet
 from split.progress import Progress
 from split.train import ExitLoss, TrainConfig, exit_loss
@@ -47,44 +50,98 @@ def _batches(n: int, size: int) -> Iterator[slice]:
         yield slice(start, min(start + size, n))
 
 
-@torch.no_grad()
-def extract(net: SplitNet, x: Any, workdir: Path, batch_size: int = 64, progress: bool = True) -> dict[str, Any]:
-    """One frozen pass over ``x``: ``features`` (the classifier's input, float32 ``[N, D]``) and, per exit in
-    order, its split tensor (float16 memmaps ``[N, *shape]`` in ``workdir``)."""
-    net.eval()
-    n = len(x)
-    shapes = net.boundary_shapes(tuple(x.shape[1:]))
-    tensors = [
-        np.lib.format.open_memmap(workdir / f"exit{k}.npy", "w+", np.float16, (n, *shapes[pos + 1]))
-        for k, pos in enumerate(net.exit_positions)
-    ]
+def _segment_outputs(net: SplitNet, h: torch.Tensor) -> list[torch.Tensor]:
+    """Run ``net``'s segments on ``h``; the tensors its exits read, in exit order."""
+    outs = []
+    for i, segment in enumerate(net.segments):
+        h = segment(h)
+        if i in net.exit_positions:
+            outs.append(h)
+    return outs
+
+
+def _tail_nodes(net: SplitNet, tail: Tail) -> list[str]:
+    """The nodes of ``tail.graph`` to store: each exit's split point, the cut, the classifier's input."""
+    gm = tail.graph
+    cuts = resolve(boundaries(gm), net.boundary_names, gm)
+    linears = [n for n in gm.graph.nodes if n.op == "call_module" and isinstance(gm.get_submodule(n.target), nn.Linear)]
+    return [*(cuts[pos].node for pos in net.exit_positions), tail.cut, linears[-1].args[0].name]
+
+
+@contextmanager
+def _frozen_pass(net: SplitNet, tail: Tail | None) -> Iterator[Callable[[torch.Tensor], list[torch.Tensor]]]:
+    """A function of a batch: the exits' split tensors, [the tensor at ``tail``'s cut,] the classifier's input."""
+    if tail is not None:
+        recording = recorder(tail.graph, _tail_nodes(net, tail))
+        yield lambda h: list(recording(h))
+        return
     captured: list[torch.Tensor] = []
     hook = classifier_of(net).register_forward_hook(lambda _m, args, _out: captured.append(args[0]))
-    features: np.ndarray | None = None
-    bar = Progress((n + batch_size - 1) // batch_size, "frozen backbone pass") if progress else None
     try:
-        for rows in _batches(n, batch_size):
-            h = torch.from_numpy(np.ascontiguousarray(x[rows], dtype=np.float32))
-            for i, segment in enumerate(net.segments):
-                h = segment(h)
-                if i in net.exit_positions:
-                    tensors[net.exit_positions.index(i)][rows] = h.numpy()
-            feats = captured.pop().reshape(rows.stop - rows.start, -1).numpy()
-            features = np.empty((n, feats.shape[1]), np.float32) if features is None else features
-            features[rows] = feats
-            if bar:
-                bar.update()
+        yield lambda h: [*_segment_outputs(net, h), captured.pop()]
     finally:
         hook.remove()
-        if bar:
-            bar.close()
-    return {"features": features, "exits": tensors}
+
+
+def _store(stored: dict[str, Any], name: str, rows: slice, value: torch.Tensor, n: int, workdir: Path) -> None:
+    """Write ``value`` into rows ``rows`` of ``stored[name]``, made on first use: ``features`` a float32 array
+    ``[n, D]``, any other a float16 memmap ``[n, *shape]`` in ``workdir``."""
+    if name not in stored:
+        shape = (n, value[0].numel()) if name == "features" else (n, *value.shape[1:])
+        stored[name] = (
+            np.empty(shape, np.float32)
+            if name == "features"
+            else np.lib.format.open_memmap(workdir / f"{name}.npy", "w+", np.float16, shape)
+        )
+    stored[name][rows] = value.reshape(len(value), *stored[name].shape[1:]).numpy()
+
+
+@torch.no_grad()
+def extract(
+    net: SplitNet, x: Any, workdir: Path, batch_size: int = 64, progress: bool = True, tail: Tail | None = None
+) -> dict[str, Any]:
+    """One frozen pass over ``x``: ``features`` (the classifier's input, float32 ``[N, D]``), per exit in order
+    its split tensor (``exits``, float16 memmaps ``[N, *shape]`` in ``workdir``) and, with ``tail``, ``cut``: the
+    tensor at its cut (the fine-tuned blocks' input, a float16 memmap too; else ``None``)."""
+    net.eval()
+    n = len(x)
+    names = [*(f"exit{k}" for k in range(len(net.exits))), *(["cut"] if tail else []), "features"]
+    stored: dict[str, Any] = {}
+    bar = Progress((n + batch_size - 1) // batch_size, "frozen backbone pass") if progress else None
+    with _frozen_pass(net, tail) as run:
+        for rows in _batches(n, batch_size):
+            outs = run(torch.from_numpy(np.ascontiguousarray(x[rows], dtype=np.float32)))
+            for name, value in zip(names, outs, strict=True):
+                _store(stored, name, rows, value, n, workdir)
+            if bar:
+                bar.update()
+    if bar:
+        bar.close()
+    exits = [stored[f"exit{k}"] for k in range(len(net.exits))]
+    return {"features": stored["features"], "exits": exits, "cut": stored.get("cut")}
+
+
+def _train_mode(module: nn.Module, frozen_bn: bool) -> None:
+    """``module`` in training mode; with ``frozen_bn`` its batch norms stay in evaluation mode."""
+    module.train()
+    for m in module.modules():
+        if frozen_bn and isinstance(m, nn.modules.batchnorm._BatchNorm):
+            m.eval()
 
 
 def _fit(
-    module: nn.Module, inputs: Any, targets: Any, config: TrainConfig, loss_fn: Any, label: str, progress: bool
+    module: nn.Module,
+    inputs: Any,
+    targets: Any,
+    config: TrainConfig,
+    loss_fn: Any,
+    label: str,
+    progress: bool,
+    min_batch: int = 1,
 ) -> list[float]:
-    """Train ``module`` on stored ``inputs`` (array-like, indexed by batch) against ``targets``; loss per epoch."""
+    """Train ``module`` on stored ``inputs`` (array-like, indexed by batch) against ``targets``; loss per epoch.
+    Batch norms learn statistics only from batches of at least ``min_batch`` samples: with a smaller
+    ``config.batch_size`` they stay in evaluation mode, else a smaller last batch of an epoch is skipped."""
     torch.manual_seed(config.seed)
     gen = torch.Generator().manual_seed(config.seed)
     opt = torch.optim.AdamW(module.parameters(), lr=config.lr, weight_decay=config.weight_decay)
@@ -93,10 +150,13 @@ def _fit(
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, config.lr, total_steps=steps)
     bar = Progress(config.epochs, label) if progress else None
     history = []
-    module.train()
+    frozen_bn = config.batch_size < min_batch
+    _train_mode(module, frozen_bn)
     for _ in range(config.epochs):
         total = 0.0
         for idx in torch.randperm(n, generator=gen).split(config.batch_size):
+            if len(idx) < min_batch and not frozen_bn:
+                continue
             rows = np.sort(idx.numpy())  # sorted reads of a memmap are sequential
             batch_loss = loss_fn(module(torch.from_numpy(np.asarray(inputs[rows], np.float32))), rows)
             opt.zero_grad()
@@ -113,6 +173,28 @@ def _fit(
     return history
 
 
+@torch.no_grad()
+def _logits(module: nn.Module, inputs: Any, batch_size: int = 256) -> torch.Tensor:
+    """``module`` (evaluation mode) on stored ``inputs``, in batches."""
+    module.eval()
+    return torch.cat([module(torch.from_numpy(np.asarray(inputs[rows], np.float32)))
+                      for rows in _batches(len(inputs), batch_size)])  # fmt: skip
+
+
+def _cross_entropy(y: torch.Tensor) -> Callable[[torch.Tensor, Any], torch.Tensor]:
+    """The loss of a batch's logits against the labels ``y`` of its rows."""
+    return lambda out, rows: nn.functional.cross_entropy(out, y[rows])
+
+
+def _tail(net: SplitNet, module: nn.Module | None, blocks: int, input_shape: tuple[int, ...]) -> Tail | None:
+    """The fine-tuned tail of ``blocks`` blocks (``None`` for 0: a linear probe); validated before any pass."""
+    if not blocks:
+        return None
+    if module is None:
+        raise ValueError(f"fine-tuning {blocks} blocks needs the module the SplitNet was built from (module=)")
+    return fine_tuned_tail(module, net, input_shape, blocks)
+
+
 def train_transfer(
     net: SplitNet,
     data: Dataset,
@@ -120,19 +202,26 @@ def train_transfer(
     workdir: Path | None = None,
     progress: bool = True,
     loss: ExitLoss | None = None,
+    module: nn.Module | None = None,
+    finetune_blocks: int = 0,
 ) -> dict[str, list[float]]:
-    """Linear probe plus exits on ``net``'s frozen, pretrained backbone; the loss history of each part."""
+    """A linear probe on ``net``'s frozen, pretrained backbone, then (``finetune_blocks`` > 0) the last blocks of
+    ``module`` (the module ``net`` was built from) fine-tuned with it, then the exits (distilling from the final
+    logits with a ``kd`` loss); the loss history of each part."""
     loss = loss or ExitLoss()
+    tail = _tail(net, module, finetune_blocks, tuple(data.x_train.shape[1:]))
     if workdir is not None:
         workdir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=workdir) as tmp:
-        stored = extract(net, data.x_train, Path(tmp), progress=progress)
+        stored = extract(net, data.x_train, Path(tmp), progress=progress, tail=tail)
         y = torch.from_numpy(np.asarray(data.y_train, np.int64))
+        ce = _cross_entropy(y)
         head = classifier_of(net)
-        history = {"classifier": _fit(head, stored["features"], y, config, lambda out, r: nn.functional.cross_entropy(
-            out, y[r]), "linear probe", progress)}  # fmt: skip
-        with torch.no_grad():
-            final = head(torch.from_numpy(stored["features"]))
+        history = {"classifier": _fit(head, stored["features"], y, config, ce, "linear probe", progress)}
+        if tail is not None:  # the probed classifier is where the fine-tuning starts (LP-FT)
+            history["finetune"] = _fit(tail.module, stored["cut"], y, config, ce,
+                                       f"fine-tune {len(tail.blocks)} blocks", progress, BN_MIN_BATCH)  # fmt: skip
+        final = _logits(head, stored["features"]) if tail is None else _logits(tail.module, stored["cut"])
         for k, (exit_head, tensor) in enumerate(zip(net.exits, stored["exits"], strict=True)):
             history[f"exit{k}"] = _fit(exit_head, tensor, y, config, lambda out, r: exit_loss(
                 out, final[r], y[r], loss), f"exit{k}", progress)  # fmt: skip

@@ -90,6 +90,9 @@ class EfficientNetLite0(nn.Module):
     split_points = ("_blocks.2", "_blocks.4", "_blocks.10", "_blocks.15")
     exits = ("_blocks.2", "_blocks.4")
     preprocessing: dict[str, Any] = tf_lite_preprocessing()
+    block_names = (*(f"_blocks.{i}" for i in range(sum(s[-1] for s in _STAGES))), "_conv_head")
+    """The blocks a transfer can fine-tune (:mod:`split.finetune`), in order, each named by its first module:
+    ``_blocks.0`` … ``_blocks.15``, then the head (``_conv_head`` and its batch norm ``_bn1``)."""
 
     def __init__(self, in_channels: int, num_classes: int, width: float = 1.0, image_size: int = 224) -> None:
         super().__init__()

@@ -59,6 +59,9 @@ class ImageNetMobileNetV2(nn.Module):
     split_points = ("features.3", "features.6", "features.13", "features.17")
     exits = ("features.3", "features.6")
     preprocessing: dict[str, Any] = imagenet_preprocessing()
+    block_names = tuple(f"features.{i}" for i in range(2 + sum(n for _, _, n, _ in _STAGES)))
+    """The blocks a transfer can fine-tune (:mod:`split.finetune`), in order: the stem, the inverted residuals,
+    the 1x1 head ``features.18``."""
 
     def __init__(self, in_channels: int, num_classes: int, width: float = 1.0, image_size: int = 224) -> None:
         super().__init__()

@@ -1,5 +1,6 @@
 """Transfer: the pretrained MobileNetV2 backbone stays frozen, a linear probe and the exits learn the user's classes
-from one stored pass over the images, and the bundle answers photos on the edge."""
+from one stored pass over the images, and the bundle answers photos on the edge; with ``finetune_blocks=2`` the
+last two blocks learn too, and nothing before them changes."""
 
 from __future__ import annotations
 
@@ -91,10 +92,51 @@ def test_the_bundle_answers_photos(transferred, digit_photos, tmp_path) -> None:
     bundle, _ = make_bundle(data, MODEL, TRAIN, BundleConfig(default_split=2), cache, tmp_path / "b", progress=False,
                             pretrained=Pretrained())  # fmt: skip
     runtime = EdgeRuntime(bundle, split=len(bundle.manifest.segments))
-    photos = []
-    for frame in test_frames[:60]:
-        buffer = io.BytesIO()
-        Image.fromarray(frame).save(buffer, "PNG")
-        photos.append(buffer.getvalue())
-    labels = [runtime.infer(p).label for p in photos]
+    labels = [runtime.infer(_png(frame)).label for frame in test_frames[:60]]
     assert np.mean(np.asarray(labels) == data.y_test[:60]) > 0.8
+
+
+def _png(frame: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(frame).save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+FINETUNE = Pretrained(finetune_blocks=2)
+TUNED = ("features.17.", "features.18.")
+
+
+@pytest.fixture(scope="module")
+def finetuned(transferred, digit_photos):  # type: ignore[no-untyped-def]
+    data, _ = digit_photos
+    _, cache = transferred
+    net, cached = trained_model(data, MODEL, TRAIN, cache, progress=False, pretrained=FINETUNE)
+    assert not cached  # not the linear probe's cache entry
+    return net
+
+
+def test_fine_tuning_changes_the_last_two_blocks_and_nothing_before(finetuned) -> None:  # type: ignore[no-untyped-def]
+    """Weights and batch-norm statistics before features.17 are the published ones, bit for bit; both change in
+    the fine-tuned blocks."""
+    published = load_pretrained("mobilenet_v2", num_classes=10, image_size=64).state_dict()
+    tuned = {k.split(".", 2)[2]: v for k, v in finetuned.state_dict().items() if k.startswith("segments.")}
+    frozen = [k for k in published if not k.startswith((*TUNED, "classifier."))]
+    assert len(frozen) == 288 and all(torch.equal(tuned[k], published[k]) for k in frozen)
+    changed = [k for k in published if k.startswith(TUNED) and k.endswith(("weight", "running_mean", "running_var"))]
+    assert len(changed) == 16 and all(not torch.equal(tuned[k], published[k]) for k in changed)
+
+
+def test_fine_tuning_learns_at_least_as_well_as_the_probe(finetuned, transferred, digit_photos) -> None:  # type: ignore[no-untyped-def]
+    data, _ = digit_photos
+    accuracy = [(predict(net, data.x_test)[0].argmax(-1) == data.y_test).mean() for net in (transferred[0], finetuned)]
+    assert accuracy[1] > 0.85 and accuracy[1] >= accuracy[0] - 0.02, accuracy
+
+
+def test_the_fine_tuned_bundle_answers_photos(finetuned, transferred, digit_photos, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    _, cache = transferred
+    data, test_frames = digit_photos
+    bundle, _ = make_bundle(data, MODEL, TRAIN, BundleConfig(default_split=2), cache, tmp_path / "b", progress=False,
+                            pretrained=FINETUNE)  # fmt: skip
+    runtime = EdgeRuntime(bundle, split=len(bundle.manifest.segments))
+    labels = [runtime.infer(_png(frame)).label for frame in test_frames[:60]]
+    assert np.mean(np.asarray(labels) == data.y_test[:60]) > 0.85
