@@ -125,6 +125,11 @@ def _module(
 
         weights = Path(pretrained.weights) if pretrained.weights else None
         module = load_pretrained(model.family, weights, model.num_classes, model.image_size)
+        if model.in_channels != 3:
+            raise ValueError(
+                f"a pretrained ImageNet backbone takes RGB images (3 channels); this data has {model.in_channels}:"
+                " give images (--data DIR or an .npz of uint8 [N, H, W, 3]), which the bundle's preprocessing makes RGB"
+            )
         return module, ["transfer", pretrained.key(model.family)]
     if user is not None:
         return load_user_model(user.path, user.function, user.weights), [

@@ -140,3 +140,12 @@ def test_the_fine_tuned_bundle_answers_photos(finetuned, transferred, digit_phot
     runtime = EdgeRuntime(bundle, split=len(bundle.manifest.segments))
     labels = [runtime.infer(_png(frame)).label for frame in test_frames[:60]]
     assert np.mean(np.asarray(labels) == data.y_test[:60]) > 0.85
+
+
+def test_pretrained_needs_rgb_images(tmp_path, capsys) -> None:  # type: ignore[no-untyped-def]
+    from split.cli import main
+
+    assert main(["export", "--out", str(tmp_path / "b"), "--pretrained", "--family", "mobilenet_v2"]) == 1
+    assert "takes RGB images (3 channels); this data has 1" in capsys.readouterr().err
+    assert main(["export", "--out", str(tmp_path / "b"), "--pretrained", "--family", "resnet"]) == 1
+    assert "families with weights: ['efficientnet_lite0', 'mobilenet_v2']" in capsys.readouterr().err
