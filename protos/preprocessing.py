@@ -31,7 +31,16 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["FRAME", "GRAPH", "ImageError", "Preprocessing", "Preprocessor", "decode_image", "frames_of"]
+__all__ = [
+    "FRAME",
+    "GRAPH",
+    "ImageError",
+    "Preprocessing",
+    "Preprocessor",
+    "decode_image",
+    "frames_of",
+    "graph_session",
+]
 
 GRAPH = "preprocess.onnx"
 FRAME = "frame"
@@ -132,17 +141,22 @@ def frames_of(frame: np.ndarray, name: str = "frame") -> np.ndarray:
     return x
 
 
+def graph_session(model: str | bytes, threads: int = 1) -> Any:
+    """An ONNX Runtime CPU session over a preprocessing graph (a file path or serialised bytes)."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    return ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
+
+
 class Preprocessor:
     """The bundle's preprocessing graph in an ONNX Runtime session, built once."""
 
     def __init__(self, spec: Preprocessing, graph: Path, threads: int = 1) -> None:
-        import onnxruntime as ort
-
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads
-        options.inter_op_num_threads = 1
         self.spec = spec
-        self._session = ort.InferenceSession(str(graph), options, providers=["CPUExecutionProvider"])
+        self._session = graph_session(str(graph), threads)
         self._output = self._session.get_outputs()[0].name
 
     @classmethod

@@ -25,7 +25,6 @@ import argparse
 import copy
 import json
 import platform
-import shutil
 import sys
 import tempfile
 import time
@@ -47,7 +46,7 @@ from split.export import export_bundle, with_calibration
 from split.partition import ModelConfig, SplitNet
 from split.pipeline import BundleConfig, calibrate_net, default_cache_dir, make_bundle
 from split.prune import PruneConfig, prune_and_finetune
-from split.quantize import edge_outputs, quantize_edge
+from split.quantize import edge_outputs, quantized_copy
 from split.samples import as_array
 from split.train import ExitLoss, TrainConfig, predict, train_exits
 
@@ -204,10 +203,7 @@ def hybrid(bundle: Bundle, split: int, x: np.ndarray, y: np.ndarray, batch: int 
 
 def int8_bundle(fp32: Bundle, out: Path, net: SplitNet, data: Dataset, config: BundleConfig) -> Bundle:
     """A copy of ``fp32`` with int8 segments and exits, its thresholds recalibrated on the int8 exits."""
-    if out.exists():
-        shutil.rmtree(out)
-    shutil.copytree(fp32.root, out)
-    manifest = quantize_edge(out, fp32.manifest, as_array(data.x_cal))
+    manifest = quantized_copy(fp32.root, fp32.manifest, out, as_array(data.x_cal))
     _, logits = edge_outputs(out, manifest, as_array(data.x_cal))
     with_calibration(out, manifest, calibrate_net(net, data, config, [logits[e.name] for e in manifest.exits]))
     return Bundle.load(out)

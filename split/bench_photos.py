@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -37,7 +36,7 @@ from split.models import FAMILIES
 from split.partition import ModelConfig, build_splitnet
 from split.photos import imagenet_photos
 from split.pretrained import load_pretrained
-from split.quantize import quantize_edge
+from split.quantize import quantized_copy
 
 __all__ = ["PRETRAINED_FAMILIES", "bench_photos", "run"]
 
@@ -63,10 +62,7 @@ def _export(family: str, out: Path) -> Bundle:
 def _int8(fp32: Bundle, out: Path, calibration: np.ndarray) -> Bundle:
     """What ``export_bundle(edge_precision="int8")`` writes, without exporting again: ``fp32`` copied to ``out``,
     its edge quantized, calibrated on ``calibration``."""
-    if out.exists():
-        shutil.rmtree(out)
-    shutil.copytree(fp32.root, out)
-    write_manifest(out, quantize_edge(out, fp32.manifest, calibration))
+    write_manifest(out, quantized_copy(fp32.root, fp32.manifest, out, calibration))
     return Bundle.load(out)
 
 

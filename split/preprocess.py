@@ -20,7 +20,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from protos.preprocessing import FRAME, Preprocessing, frames_of
+from protos.preprocessing import FRAME, Preprocessing, frames_of, graph_session
 
 __all__ = ["OPSET", "Cropper", "crop_graph", "preprocess_graph", "write_preprocessing"]
 
@@ -115,15 +115,8 @@ class Cropper:
     """:func:`crop_graph` in an ONNX Runtime session: frames -> uint8 crops ``[N, crop, crop, 3]`` (NHWC)."""
 
     def __init__(self, spec: Preprocessing, threads: int = 1) -> None:
-        import onnxruntime as ort
-
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads
-        options.inter_op_num_threads = 1
         self.spec = spec
-        self._session = ort.InferenceSession(
-            crop_graph(spec).SerializeToString(), options, providers=["CPUExecutionProvider"]
-        )
+        self._session = graph_session(crop_graph(spec).SerializeToString(), threads)
 
     def __call__(self, frames: np.ndarray) -> np.ndarray:
         """uint8 ``[H, W, 3]`` or ``[N, H, W, 3]`` (one size) -> uint8 crops ``[N, crop, crop, 3]``."""

@@ -15,6 +15,7 @@ Example:
 
 from __future__ import annotations
 
+import shutil
 import tempfile
 from collections.abc import Iterator, Sequence
 from dataclasses import replace
@@ -29,7 +30,7 @@ from onnxruntime.quantization.shape_inference import quant_pre_process
 from protos.bundle import Manifest, TensorSpec
 from split.graphs import compact, order_preserving, uint8_input, uint8_output, uint8_passthrough
 
-__all__ = ["EDGE_PRECISIONS", "edge_outputs", "has_weights", "quantize_edge", "quantize_graph"]
+__all__ = ["EDGE_PRECISIONS", "edge_outputs", "has_weights", "quantize_edge", "quantize_graph", "quantized_copy"]
 
 EDGE_PRECISIONS = ("fp32", "int8")
 
@@ -172,3 +173,12 @@ def quantize_edge(root: Path, manifest: Manifest, calibration: np.ndarray) -> Ma
         for s in manifest.segments
     )
     return replace(manifest, segments=segments, edge_precision="int8")
+
+
+def quantized_copy(fp32_root: Path, manifest: Manifest, out: Path, calibration: np.ndarray) -> Manifest:
+    """Copy the fp32 bundle at ``fp32_root`` to ``out`` (replacing it) and quantize the copy's edge there
+    (:func:`quantize_edge`); the manifest is returned, not written: the caller may recalibrate the exits first."""
+    if out.exists():
+        shutil.rmtree(out)
+    shutil.copytree(fp32_root, out)
+    return quantize_edge(out, manifest, calibration)
