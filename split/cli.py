@@ -23,7 +23,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "cloud": ("cloud.cli", "serve bundles' tails over KServe v2 gRPC"),
     "edge": ("edge.cli", "run the edge head on inputs, offloading to a cloud"),
     "netsim": ("netsim.cli", "a TCP proxy with Toxiproxy's toxics and HTTP API: latency, bandwidth, outages"),
-    "bench": ("split.bench", "benchmarks: accuracy vs. exits vs. bytes per family on Fashion-MNIST"),
+    "bench": ("benchmarks.cli", "benchmarks, one subcommand each: accuracy, network, faults, cloud, edge, photos"),
 }
 
 

@@ -7,9 +7,9 @@ import os
 
 import numpy as np
 
+from benchmarks.load import requests_for, run_load
+from benchmarks.malformed import cases_for, malformed_suite
 from cloud.server import CloudConfig, CloudServer
-from split.bench_malformed import cases_for, malformed_suite
-from split.load import requests_for, run_load
 
 TOKEN = "bench-token-0123456789abcdef"
 

@@ -7,9 +7,9 @@ import math
 
 import numpy as np
 
+from benchmarks.edge import distillation, edge_latency_ms, hybrid, int8_bundle, latencies, wire_encode_us
 from edge.policy import criterion, softmax
 from protos.bundle import Bundle
-from split.bench_edge import distillation, edge_latency_ms, hybrid, int8_bundle, latencies, wire_encode_us
 from split.calibrate import cascade
 from split.pipeline import BundleConfig
 from split.train import ExitLoss, TrainConfig, predict

@@ -9,8 +9,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from benchmarks.faults import FAULTS, run_fault
 from protos.bundle import Bundle
-from split.bench_faults import FAULTS, run_fault
 
 DEADLINE_MS = 300.0
 MARGIN_MS = 250.0  # a small shared machine

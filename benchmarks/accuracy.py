@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from benchmarks.options import add_budget, add_out, add_training
 from edge.policy import Criterion, confident, criterion, softmax
 from protos.codecs import Codec, decode, encode
 from protos.compression import compress
@@ -314,74 +315,32 @@ def _table(results: dict[str, FamilyResult]) -> str:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """The subcommand's options."""
+    """Options of ``edgesplit bench accuracy`` (``--pretrained``: :mod:`benchmarks.transfer`'s too)."""
+    add_out(parser)
+    add_training(parser)
+    add_budget(parser)
     parser.add_argument(
-        "which", choices=["accuracy", "network", "faults", "cloud", "edge", "photos"], help="the benchmark to run"
-    )
-    parser.add_argument("--out", type=Path, required=True, metavar="DIR", help="where results.json and plots go")
-    parser.add_argument(
-        "--data-dir", type=Path, default=None, help="a directory holding the four Fashion-MNIST IDX files"
-    )
-    parser.add_argument(
-        "--families", nargs="+", default=list(SIZES), choices=[*SIZES, "mobilenet_v2", "efficientnet_lite0"]
-    )
-    transfer = parser.add_argument_group("bench accuracy --pretrained (224-px ImageNet backbones, transferred)")
-    transfer.add_argument("--pretrained", action="store_true", help="measure the pretrained families instead")
-    transfer.add_argument("--image-size", type=int, default=224, help="pixels of the photos (default %(default)s)")
-    transfer.add_argument("--limit-cal", type=int, default=2000, help="calibration samples (default %(default)s)")
-    transfer.add_argument("--limit-test", type=int, default=5000, help="test samples (default %(default)s)")
-    parser.add_argument("--epochs", type=int, default=12, help="training epochs per family (default: %(default)s)")
-    parser.add_argument("--budget", type=float, default=1.0, help="max accuracy loss vs. the full model, in points")
-    parser.add_argument(
-        "--confidence",
-        type=float,
-        default=0.95,
-        help="calibrate so that the loss is within budget with this one-sided confidence (0.5: point estimate)",
+        "--families",
+        nargs="+",
+        default=None,
+        choices=[*SIZES, "mobilenet_v2", "efficientnet_lite0"],
+        help="families to measure (default: all of the mode's: the 28-px ones, or the two pretrained ones)",
     )
     parser.add_argument("--criterion", default="max_softmax", choices=["max_softmax", "entropy"])
     parser.add_argument("--split", type=int, default=None, help="hybrid split point (default: the middle one)")
     parser.add_argument("--limit-train", type=int, default=None, help="train on the first N samples (smoke runs)")
-    parser.add_argument("--cache-dir", type=Path, default=None, help="trained models (default: $EDGESPLIT_CACHE)")
-    from split.bench_network import add_arguments as network_arguments
+    from benchmarks.transfer import add_arguments as transfer_arguments
 
-    network_arguments(parser)
-    from split.bench_faults import add_arguments as faults_arguments
-
-    faults_arguments(parser)
-    from split.bench_cloud import add_arguments as cloud_arguments
-
-    cloud_arguments(parser)
-    from split.bench_edge import add_arguments as edge_arguments
-
-    edge_arguments(parser)
+    transfer_arguments(parser)
 
 
 def run(args: argparse.Namespace) -> int:
     """Run the benchmark, print the table, write results.json and the plots."""
-    if args.which == "accuracy" and args.pretrained:
-        from split.bench_transfer import run_transfer
+    if args.pretrained:
+        from benchmarks.transfer import run_transfer
 
         return run_transfer(args)
-    if args.which == "photos":
-        from split.bench_photos import run as run_photos
-
-        return run_photos(args)
-    if args.which == "faults":
-        from split.bench_faults import run as run_faults
-
-        return run_faults(args)
-    if args.which == "cloud":
-        from split.bench_cloud import run_cloud_bench
-
-        return run_cloud_bench(args)
-    if args.which == "edge":
-        from split.bench_edge import run_edge
-
-        return run_edge(args)
-    if args.which == "network":
-        from split.bench_network import run_network
-
-        return run_network(args)
+    args.families = args.families or list(SIZES)
     torch.set_num_threads(max(1, torch.get_num_threads()))
     started = time.perf_counter()
     data = load_fashion_mnist(args.data_dir)

@@ -110,7 +110,7 @@ def run_load(
     input_name: str = "",
 ) -> LoadResult:
     """Run one load in a subprocess (its own interpreter and GIL) and return what it measured."""
-    command = [sys.executable, "-m", "split.load", target, str(inputs), model, str(split), str(clients)]
+    command = [sys.executable, "-m", "benchmarks.load", target, str(inputs), model, str(split), str(clients)]
     command += ["--seconds", str(seconds), "--warmup-s", str(warmup_s), "--input-name", input_name]
     done = subprocess.run(command, capture_output=True, text=True, check=False, timeout=seconds + warmup_s + 120)
     if done.returncode != 0:
@@ -119,8 +119,8 @@ def run_load(
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m split.load TARGET INPUTS.npy MODEL SPLIT CLIENTS``: print one run's LoadResult as JSON."""
-    parser = argparse.ArgumentParser(prog="python -m split.load", description=__doc__.splitlines()[0])
+    """``python -m benchmarks.load TARGET INPUTS.npy MODEL SPLIT CLIENTS``: print one run's LoadResult as JSON."""
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.load", description=__doc__.splitlines()[0])
     parser.add_argument("target")
     parser.add_argument("inputs", type=Path, help=".npy of samples [N, ...] (float32), the tensor at the split")
     parser.add_argument("model")

@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from benchmarks.options import add_out
 from cloud.server import CloudConfig, CloudServer
 from edge.client import CloudClient
 from edge.inputs import Inputs
@@ -38,7 +39,7 @@ from split.photos import imagenet_photos
 from split.pretrained import load_pretrained
 from split.quantize import quantized_copy
 
-__all__ = ["PRETRAINED_FAMILIES", "bench_photos", "run"]
+__all__ = ["PRETRAINED_FAMILIES", "add_arguments", "bench_photos", "run"]
 
 PRETRAINED_FAMILIES = ("mobilenet_v2", "efficientnet_lite0")
 _IMAGENET = tuple(str(i) for i in range(1000))
@@ -128,6 +129,11 @@ def _table(results: dict[str, Any]) -> str:
             for key, c in r[part].items():
                 lines.append(f"| {family} | {part} {key} | {c['top1']}/{n} | {c['top5']}/{n} |")
     return "\n".join(lines)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options of ``edgesplit bench photos``."""
+    add_out(parser)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -32,6 +32,7 @@ from typing import Any
 import grpc
 import numpy as np
 
+from benchmarks.options import add_out
 from cloud.process import CloudProcess
 from edge.breaker import CircuitBreaker
 from edge.client import CloudClient
@@ -216,7 +217,9 @@ def run_faults(
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of ``edgesplit bench faults``."""
-    group = parser.add_argument_group("bench faults")
+    add_out(parser)
+    parser.add_argument("--cache-dir", type=Path, default=None, help="trained models (default: $EDGESPLIT_CACHE)")
+    group = parser
     group.add_argument("--requests", type=int, default=300, help="requests per fault")
     group.add_argument("--deadline-ms", type=float, default=300.0, help="the edge's per-request deadline")
 

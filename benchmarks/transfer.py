@@ -6,8 +6,8 @@ There is no labelled natural-image training set here, so the labelled set is Fas
 ``--limit-test``), per pretrained family (MobileNetV2, EfficientNet-Lite0, published ImageNet weights):
 
 * transfer (:mod:`split.transfer`: linear probe and exits on the frozen backbone), then everything
-  :func:`split.bench.bench_family` measures: full accuracy, the hybrid's accuracy and edge exit rate at the budget,
-  bytes per offload for every codec at every split point;
+  :func:`benchmarks.accuracy.bench_family` measures: full accuracy, the hybrid's accuracy and edge exit rate at
+  the budget, bytes per offload for every codec at every split point;
 * beside those bytes, the same input as a JPEG (quality 90) and a PNG: the 224-px RGB crop a cloud-only app would
   upload, and the 28x28 original;
 * the int8 edge against the fp32 one at the middle split: latency at batch 1 and per sample at batch 64 (ONNX
@@ -32,9 +32,9 @@ import numpy as np
 import torch
 from PIL import Image
 
+from benchmarks.accuracy import bench_family
+from benchmarks.edge import int8_bundle, int8_vs_fp32, latencies, variant_figures
 from protos.preprocessing import Preprocessing
-from split.bench import bench_family
-from split.bench_edge import int8_bundle, int8_vs_fp32, latencies, variant_figures
 from split.data import FASHION_CLASSES, FASHION_MNIST_DIR, IDX_FILES, Dataset, _find_idx, read_idx
 from split.models import FAMILIES
 from split.partition import ModelConfig
@@ -43,7 +43,7 @@ from split.preprocess import Cropper
 from split.samples import ImageSamples
 from split.train import TrainConfig
 
-__all__ = ["PRETRAINED_FAMILIES", "fashion_photos", "run_transfer"]
+__all__ = ["PRETRAINED_FAMILIES", "add_arguments", "fashion_photos", "run_transfer"]
 
 PRETRAINED_FAMILIES = ("mobilenet_v2", "efficientnet_lite0")
 
@@ -139,11 +139,22 @@ def _table(families: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options ``bench accuracy --pretrained`` adds."""
+    group = parser.add_argument_group("bench accuracy --pretrained (224-px ImageNet backbones, transferred)")
+    group.add_argument("--pretrained", action="store_true", help="measure the pretrained families instead")
+    group.add_argument("--image-size", type=int, default=224, help="pixels of the photos (default %(default)s)")
+    group.add_argument("--limit-cal", type=int, default=2000, help="calibration samples (default %(default)s)")
+    group.add_argument("--limit-test", type=int, default=5000, help="test samples (default %(default)s)")
+    group.add_argument("--repeats", type=int, default=300, help="timed edge runs per variant (default %(default)s)")
+    group.add_argument("--batch", type=int, default=64, help="burst size for the per-sample batch latency")
+
+
 def run_transfer(args: argparse.Namespace) -> int:
     """The 224-px run: measure each pretrained family, print the table, write ``results.json``."""
     torch.set_num_threads(max(1, torch.get_num_threads()))
     started = time.perf_counter()
-    families = [f for f in args.families if f in PRETRAINED_FAMILIES] or list(PRETRAINED_FAMILIES)
+    families = [f for f in args.families or () if f in PRETRAINED_FAMILIES] or list(PRETRAINED_FAMILIES)
     sizes = (args.limit_train or 10000, args.limit_cal, args.limit_test)
     crops, info = fashion_photos(args.data_dir, args.image_size, *sizes)
     with tempfile.TemporaryDirectory() as tmp:

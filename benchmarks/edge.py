@@ -37,6 +37,7 @@ import numpy as np
 import onnxruntime as ort
 import torch
 
+from benchmarks.options import add_budget, add_out, add_training
 from edge.policy import criterion, softmax
 from protos.bundle import Bundle, Manifest
 from protos.codecs import Codec, dequantize, encode
@@ -57,7 +58,7 @@ __all__ = [
     "int8_bundle",
     "int8_vs_fp32",
     "latencies",
-    "run_edge",
+    "run",
     "variant_figures",
 ]
 
@@ -65,8 +66,16 @@ VARIANTS = ("fp32", "int8", "pruned")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """The options of ``bench edge`` (beside the accuracy benchmark's ``--families``, ``--budget`` …)."""
-    edge = parser.add_argument_group("bench edge")
+    """The options of ``bench edge``."""
+    from benchmarks.accuracy import SIZES
+
+    add_out(parser)
+    add_training(parser)
+    add_budget(parser)
+    parser.add_argument("--families", nargs="+", default=list(SIZES), choices=list(SIZES))
+    parser.add_argument("--criterion", default="max_softmax", choices=["max_softmax", "entropy"])
+    parser.add_argument("--split", type=int, default=None, help="hybrid split point (default: the middle one)")
+    edge = parser
     edge.add_argument("--repeats", type=int, default=300, help="timed edge runs per variant (default %(default)s)")
     edge.add_argument("--batch", type=int, default=64, help="burst size for the per-sample batch latency")
     edge.add_argument("--kd-epochs", type=int, default=3, help="exits-only training epochs for ce vs. kd")
@@ -442,9 +451,9 @@ def _table(results: dict[str, dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def run_edge(args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace) -> int:
     """Run the benchmark, print the table, write results.json and edge.png."""
-    from split.bench import SIZES
+    from benchmarks.accuracy import SIZES
 
     started = time.perf_counter()
     data = load_fashion_mnist(args.data_dir)

@@ -6,7 +6,7 @@ Setup, all on this machine:
   head (``--split``, default 2), the tail split computing sends to the cloud. ``--bundle`` measures another.
 - The cloud: ``edgesplit cloud`` in a subprocess, one per batching mode, the same flags otherwise.
 - The edges: closed-loop clients, each sending its next request when the last is answered, driven by one asyncio
-  process (:mod:`split.load`) sending requests serialised once, so the clients cost as little CPU as possible on
+  process (:mod:`benchmarks.load`) sending requests serialised once, so the clients cost as little CPU as possible on
   these shared cores. Each run is warmed up, then measured for ``--seconds``.
 - The limit: the same tail in ONNX Runtime, in this process, at the server's ``max_batch_size``, same threads, no
   gRPC: the most any server could do here.
@@ -26,12 +26,13 @@ from typing import Any
 
 import numpy as np
 
+from benchmarks.load import LoadResult, run_load
+from benchmarks.malformed import malformed_suite
+from benchmarks.options import add_data_dir, add_out
 from cloud.process import CloudProcess
 from protos.bundle import Bundle
-from split.bench_malformed import malformed_suite
-from split.load import LoadResult, run_load
 
-__all__ = ["add_arguments", "bench_bundle", "run_cloud_bench"]
+__all__ = ["add_arguments", "bench_bundle", "run"]
 
 CLIENTS = (1, 2, 4, 8, 16, 32, 64)
 BENCH_MODEL = {"family": "vgg", "width": 1.0, "split_points": ("stage2", "stage3"), "exits": ("stage2",)}
@@ -54,6 +55,10 @@ def bench_bundle(cache: Path, data_dir: Path | None, epochs: int, out: Path | No
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of ``edgesplit bench cloud``."""
+    add_out(parser)
+    add_data_dir(parser)
+    parser.add_argument("--cache-dir", type=Path, default=None, help="trained models (default: $EDGESPLIT_CACHE)")
+    parser.add_argument("--split", type=int, default=None, help="the split point measured (default: the middle one)")
     parser.add_argument("--bundle", type=Path, default=None, help="measure this bundle instead of the VGG default")
     parser.add_argument("--clients", type=int, nargs="+", default=list(CLIENTS), help="concurrent edges per run")
     parser.add_argument("--seconds", type=float, default=4.0, help="measured seconds per run (default: 4)")
@@ -122,11 +127,11 @@ def _parity(target: str, bundle: Bundle, split: int, inputs: np.ndarray, threads
     import grpc
     import onnxruntime as ort
 
+    from benchmarks.load import requests_for
     from cloud.model import session_options
     from protos import inference_pb2 as pb
     from protos.inference_pb2_grpc import GRPCInferenceServiceStub
     from protos.tensors import response_outputs
-    from split.load import requests_for
 
     spec = bundle.manifest.split_point(split)
     session = ort.InferenceSession(
@@ -196,8 +201,8 @@ def _row(row: dict[str, Any]) -> str:
 def _malformed(args: argparse.Namespace, bundle: Bundle, inputs: np.ndarray, workdir: Path) -> dict[str, Any]:
     import secrets
 
-    from split.bench_malformed import cases_for
-    from split.load import requests_for
+    from benchmarks.load import requests_for
+    from benchmarks.malformed import cases_for
 
     token = secrets.token_urlsafe(24)
     (workdir / "tokens").write_text(token + "\n")
@@ -256,7 +261,7 @@ def _plot(runs: list[dict[str, Any]], limit_rps: float, out: Path) -> Path:
     return path
 
 
-def run_cloud_bench(args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace) -> int:
     """Measure, print the table, write results.json and the plot."""
     import tempfile
 

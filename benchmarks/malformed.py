@@ -15,10 +15,10 @@ from pathlib import Path
 import grpc
 import numpy as np
 
+from benchmarks.load import MODEL_INFER
 from protos import inference_pb2 as pb
 from protos import params
 from protos.tensors import add_input, set_param
-from split.load import MODEL_INFER
 
 __all__ = ["Case", "cases_for", "malformed_suite", "rss_mb"]
 

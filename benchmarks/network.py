@@ -35,6 +35,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from benchmarks.accuracy import SIZES
+from benchmarks.options import add_budget, add_out, add_training
 from cloud.process import CloudProcess
 from edge.adapt import AdaptiveEdge
 from edge.client import CloudClient
@@ -43,7 +45,6 @@ from edge.planner import Candidate, CostModel, Network, candidates, cost_model, 
 from edge.runtime import Answer, EdgeRuntime
 from netsim.profiles import PROFILES, Profile, profile_toxics
 from protos.bundle import Bundle
-from split.bench import SIZES
 from split.data import load_dataset
 from split.partition import ModelConfig
 from split.pipeline import BundleConfig, default_cache_dir, make_bundle
@@ -51,7 +52,7 @@ from split.profile import profile_bundle
 from split.samples import as_array
 from split.train import TrainConfig
 
-__all__ = ["STRATEGIES", "add_arguments", "run_network"]
+__all__ = ["STRATEGIES", "add_arguments", "run"]
 
 STRATEGIES = ("edge_only", "cloud_only", "best_split_no_exits", "exits_edge_only", "planned", "oracle")
 
@@ -289,8 +290,11 @@ def plot(results: dict[str, Any], out: Path) -> list[Path]:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Options of ``edgesplit bench network`` (the subcommand itself is parsed by :mod:`split.bench`)."""
-    group = parser.add_argument_group("bench network")
+    """Options of ``edgesplit bench network``."""
+    add_out(parser)
+    add_training(parser)
+    add_budget(parser)
+    group = parser
     group.add_argument("--profiles", nargs="+", default=["3g", "4g", "wifi"], choices=sorted(PROFILES))
     group.add_argument("--samples", type=int, default=40, help="test samples per configuration")
     group.add_argument("--dataset", default="fashion-mnist", choices=["digits", "fashion-mnist"])
@@ -304,7 +308,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--adapt-requests", type=int, default=300, help="requests in the adaptation run")
 
 
-def run_network(args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace) -> int:
     """Run the network benchmark; print the table; write results.json and the plots."""
     started = time.perf_counter()
     torch.set_num_threads(max(1, torch.get_num_threads()))
