@@ -1,7 +1,8 @@
 """netsim on real sockets (127.0.0.1, free ports): delays and throughput as asked, gRPC through it, toxics
 changed on live connections, connections closed, reset and refused, the HTTP API and the command line.
 
-An echo server (a thread) or a gRPC health server sits behind each proxy. Timing checks allow 10%.
+An echo server (a thread) or a gRPC health server sits behind each proxy. Timing checks hold on a busy machine:
+a toxic adds at least its latency, and its share beyond a baseline measured in the same test is bounded (TOLERANCE).
 """
 
 from __future__ import annotations
@@ -31,6 +32,9 @@ from netsim import NetSim, Toxic
 from protos import health_pb2, health_pb2_grpc
 
 ROOT = Path(__file__).resolve().parents[2]
+TOLERANCE = 1.5
+"""A toxic adds at least its latency and at most this factor of it beyond a call measured in the same test without
+it: a machine twice as slow (shared, beside other jobs) still meets that; it still tells 60 ms from 150 ms."""
 _SERVING = health_pb2.HealthCheckResponse.SERVING
 _FAST_RECONNECT = [
     ("grpc.initial_reconnect_backoff_ms", 50),
@@ -138,6 +142,10 @@ def _timed_check(stub: health_pb2_grpc.HealthStub) -> float:
     return elapsed
 
 
+def _median_check(stub: health_pb2_grpc.HealthStub, n: int = 5) -> float:
+    return statistics.median(_timed_check(stub) for _ in range(n))
+
+
 def _http(address: str, method: str, path: str, body: Any = None, raw: bytes | None = None) -> tuple[int, Any]:
     host, port = address.rsplit(":", 1)
     connection = http.client.HTTPConnection(host, int(port), timeout=5)
@@ -154,17 +162,19 @@ def _http(address: str, method: str, path: str, body: Any = None, raw: bytes | N
 # --- timing ---------------------------------------------------------------------------------------------------
 
 
-def test_latency_round_trip_is_within_10_percent(net: NetSim, echo: str) -> None:
+def test_latency_toxic_adds_its_latency_to_every_round_trip(net: NetSim, echo: str) -> None:
     target = net.create_proxy("echo", upstream=echo)
-    _latency_both_ways(net, "echo", 50)
     with _connect(target) as sock:
+        base = statistics.median(_round_trip(sock, b"x" * 100) for _ in range(7))  # this machine, right now
+        _latency_both_ways(net, "echo", 50)
         times = [_round_trip(sock, b"x" * 100) for _ in range(7)]
-    assert statistics.median(times) == pytest.approx(0.100, rel=0.10), times
+    assert min(times) >= 0.100, times  # 50 ms each way, never less
+    assert statistics.median(times) - base < 0.100 * TOLERANCE, (base, times)
 
 
 def test_latency_is_pipelined_not_serialised(net: NetSim, echo: str) -> None:
     target = net.create_proxy("echo", upstream=echo)
-    net.add_toxic("echo", Toxic("latency", "downstream", {"latency": 100}))
+    net.add_toxic("echo", Toxic("latency", "downstream", {"latency": 200}))
     with _connect(target) as sock:
         _round_trip(sock, b"warm-up")
         first_sent = time.perf_counter()
@@ -176,19 +186,25 @@ def test_latency_is_pipelined_not_serialised(net: NetSim, echo: str) -> None:
         first_back = time.perf_counter()
         assert _recv_exactly(sock, 1) == b"b"
         second_back = time.perf_counter()
-    assert first_back - first_sent == pytest.approx(0.100, rel=0.10)
-    assert second_back - second_sent == pytest.approx(0.100, rel=0.10)  # not 100 ms behind the first
+    assert first_back - first_sent >= 0.200 and second_back - second_sent >= 0.200
+    # Serialised, the second would come back 200 ms after the first; pipelined, about 40 ms after it.
+    assert second_back - first_back < 0.200 / 2, (first_back - first_sent, second_back - first_back)
 
 
-def test_bandwidth_throughput_is_within_10_percent(net: NetSim, echo: str) -> None:
+def test_bandwidth_toxic_caps_the_throughput_at_its_rate(net: NetSim, echo: str) -> None:
+    payload = bytes(range(256)) * 1200  # 307.2 KB
+    with _connect(echo) as sock:  # the same transfer without the proxy: what this machine adds on its own
+        _round_trip(sock, b"warm-up")
+        base = _round_trip(sock, payload)
     target = net.create_proxy("echo", upstream=echo)
     net.add_toxic("echo", Toxic("bandwidth", "upstream", {"rate": 1000}))  # 1000 KB/s
-    payload = bytes(range(256)) * 1200  # 307.2 KB
     with _connect(target) as sock:
         _round_trip(sock, b"warm-up")
         elapsed = _round_trip(sock, payload)
     throughput_kb_s = len(payload) / 1000 / elapsed
-    assert throughput_kb_s == pytest.approx(1000, rel=0.10), f"{throughput_kb_s:.0f} KB/s"
+    assert throughput_kb_s <= 1000 * 1.10, f"{throughput_kb_s:.0f} KB/s"  # never faster than the rate
+    # and close to it: what the link adds beyond the bare transfer is the rate's share (a busy machine only slows)
+    assert len(payload) / 1000 / max(elapsed - base, 1e-9) >= 1000 / TOLERANCE, (base, elapsed)
 
 
 # --- gRPC -----------------------------------------------------------------------------------------------------
@@ -196,28 +212,33 @@ def test_bandwidth_throughput_is_within_10_percent(net: NetSim, echo: str) -> No
 
 def test_grpc_call_through_a_latency_toxic_takes_the_round_trip(net: NetSim, health_server: str) -> None:
     target = net.create_proxy("grpc", upstream=health_server)
-    _latency_both_ways(net, "grpc", 50)
     with _ready_channel(target) as channel:
         stub = health_pb2_grpc.HealthStub(channel)
+        base = _median_check(stub)
+        _latency_both_ways(net, "grpc", 50)
         _timed_check(stub)
-        elapsed = _timed_check(stub)
-    assert 0.100 <= elapsed < 0.150, elapsed
+        times = [_timed_check(stub) for _ in range(3)]
+    assert min(times) >= 0.100, times
+    assert statistics.median(times) - base < 0.100 * TOLERANCE, (base, times)
 
 
 def test_toxics_added_updated_and_removed_apply_to_a_running_grpc_connection(net: NetSim, health_server: str) -> None:
     target = net.create_proxy("grpc", upstream=health_server)
     with _ready_channel(target) as channel:
         stub = health_pb2_grpc.HealthStub(channel)
-        assert _timed_check(stub) < 0.05
+        base = _median_check(stub)  # this machine, right now: every bound below is relative to it
         net.add_toxic("grpc", Toxic("latency", "downstream", {"latency": 60}, name="lag"))
-        assert 0.060 <= _timed_check(stub) < 0.100
+        lag = _median_check(stub, 3)
+        assert 0.060 <= lag < base + 0.060 * TOLERANCE, (base, lag)
         net.update_toxic("grpc", "lag", attributes={"latency": 150})
-        assert 0.150 <= _timed_check(stub) < 0.200
+        lag = _median_check(stub, 3)
+        assert 0.150 <= lag < base + 0.150 * TOLERANCE, (base, lag)
         net.remove_toxic("grpc", "lag")
         # Order is kept: a frame the server sent just after the last reply (an HTTP/2 ping or window update) may
         # still be 150 ms in flight, and the next reply queues behind it. One call drains that; then no lag.
         _timed_check(stub)
-        assert _timed_check(stub) < 0.05
+        after = _median_check(stub)
+        assert after < base + 0.060 / 2, (base, after)  # the smallest lag used is gone
         assert net.connection_count("grpc") == 1  # one connection all along
 
 
