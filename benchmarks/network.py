@@ -43,18 +43,21 @@ from edge.client import CloudClient
 from edge.evaluate import percentiles
 from edge.planner import Candidate, CostModel, Network, candidates, cost_model, plan
 from edge.runtime import Answer, EdgeRuntime
-from netsim.profiles import PROFILES, Profile, profile_toxics
+from netsim.profiles import PROFILES, Profile, parse_profile, profile_toxics
 from protos.bundle import Bundle
 from split.data import load_dataset
 from split.partition import ModelConfig
-from split.pipeline import BundleConfig, default_cache_dir, make_bundle
-from split.profile import profile_bundle
+from split.pipeline import BundleConfig, Pretrained, default_cache_dir, make_bundle
+from split.profile import PROFILED_CODECS, profile_bundle
 from split.samples import as_array
 from split.train import TrainConfig
 
 __all__ = ["STRATEGIES", "add_arguments", "run"]
 
-STRATEGIES = ("edge_only", "cloud_only", "best_split_no_exits", "exits_edge_only", "planned", "oracle")
+STRATEGIES = (
+    "edge_only", "cloud_only", "cloud_only_jpeg", "best_split_no_exits", "exits_edge_only", "planned", "oracle",
+)  # fmt: skip
+"""``cloud_only_jpeg`` only where the bundle has an image codec at split point 0 (an image bundle, profiled)."""
 
 
 class NetsimControl:
@@ -161,39 +164,56 @@ def _strategies(costs: CostModel, network: Network, budget: float, listed: list[
         return next(c for c in listed if c.split == split and c.exits == exits and c.codec in ("fp32", "-"))
 
     no_exits = [c for c in listed if not c.exits and c.codec in ("fp32", "-")]
-    return {
+    chosen = {
         "edge_only": pick(n, False),
         "cloud_only": pick(0, False),
         "best_split_no_exits": min(no_exits, key=lambda c: c.latency_ms),
         "exits_edge_only": pick(n, True),
         "planned": plan(costs, network, budget),
     }
+    jpeg = [c for c in listed if c.split == 0 and c.codec.startswith("jpeg")]
+    if jpeg:  # the strongest cloud-only app: the photo as a JPEG (the best quality profiled)
+        chosen["cloud_only_jpeg"] = max(jpeg, key=lambda c: (c.accuracy, -c.latency_ms))
+    return chosen
 
 
 def _profile_run(
-    runtime: EdgeRuntime, client: CloudClient, samples: np.ndarray, costs: CostModel, profile: Profile, budget: float
+    runtime: EdgeRuntime,
+    client: CloudClient,
+    samples: np.ndarray,
+    costs: CostModel,
+    profile: Profile,
+    budget: float,
+    oracle_within: float = float("inf"),
 ) -> dict[str, Any]:
-    """Two passes over the same samples. Selection: every configuration, interleaved; the oracle is the best
-    measured. Evaluation: the six strategies' configurations again, interleaved, and these are the figures reported
-    (the minimum of many noisy means is biased low: measuring the winner afresh removes that)."""
+    """Two passes over the same samples. Selection: every configuration expected within ``oracle_within`` of the
+    fastest (the strategies' own always), interleaved; the oracle is the best measured one within the accuracy
+    budget. Evaluation: the strategies' configurations again, interleaved, and these are the figures reported (the
+    minimum of many noisy means is biased low: measuring the winner afresh removes that)."""
     network = _link(client, profile)
     listed = candidates(costs, network)
     chosen = _strategies(costs, network, budget, listed)
-    selection = {m.label: m for m in _measure(runtime, samples, listed, network)}
-    oracle_label = min(selection.values(), key=lambda m: m.mean).label
-    labels = {s: oracle_label if s == "oracle" else chosen[s].label for s in STRATEGIES}
+    floor = costs.accuracy_full - budget - 1e-12
+    fastest = min(c.latency_ms for c in listed if c.accuracy >= floor)
+    shortlist = [c for c in listed if c.accuracy >= floor and c.latency_ms <= oracle_within * fastest]
+    shortlist += [c for c in chosen.values() if c not in shortlist]
+    selection = {m.label: m for m in _measure(runtime, samples, shortlist, network)}
+    admissible = {c.label for c in shortlist if c.accuracy >= floor}
+    oracle_label = min((m for m in selection.values() if m.label in admissible), key=lambda m: m.mean).label
+    labels = {s: oracle_label if s == "oracle" else chosen[s].label for s in STRATEGIES if s in chosen or s == "oracle"}
     by_label = {c.label: c for c in listed}
     evaluated = {
         m.label: m for m in _measure(runtime, samples, [by_label[x] for x in dict.fromkeys(labels.values())], network)
     }
     out: dict[str, Any] = {}
-    for strategy in STRATEGIES:
-        m = evaluated[labels[strategy]]
+    for strategy, label in labels.items():
+        m, c = evaluated[label], by_label[label]
         p = percentiles(m.latencies)
         out[strategy] = {"config": m.label, "mean_ms": p["mean"], "p50_ms": p["p50"], "p95_ms": p["p95"], **m.breakdown}
-        out[strategy]["expected_ms"] = by_label[m.label].latency_ms
+        out[strategy].update(expected_ms=c.latency_ms, accuracy_expected=c.accuracy)
     out["network"] = {"bandwidth_bps": network.bandwidth_bps, "rtt_ms_measured": network.rtt_ms}
     out["selection_pass"] = {label: m.mean for label, m in sorted(selection.items(), key=lambda kv: kv[1].mean)}
+    out["shortlist"] = len(shortlist)
     return out
 
 
@@ -241,10 +261,11 @@ def plot(results: dict[str, Any], out: Path) -> list[Path]:
     import matplotlib.pyplot as plt
 
     profiles = list(results["profiles"])
+    shown = [s for s in STRATEGIES if all(s in results["profiles"][p] for p in profiles)]
     paths = []
     fig, ax = plt.subplots(figsize=(10, 4))
-    width = 0.8 / len(STRATEGIES)
-    for j, strategy in enumerate(STRATEGIES):
+    width = 0.8 / len(shown)
+    for j, strategy in enumerate(shown):
         xs = [i + j * width for i in range(len(profiles))]
         means = [results["profiles"][p][strategy]["mean_ms"] for p in profiles]
         p95 = [results["profiles"][p][strategy]["p95_ms"] for p in profiles]
@@ -261,12 +282,12 @@ def plot(results: dict[str, Any], out: Path) -> list[Path]:
     fig, axes = plt.subplots(1, len(profiles), figsize=(5 * len(profiles), 4), squeeze=False)
     parts = ("edge_compute_ms", "cloud_compute_ms", "transfer_ms", "queueing_ms")
     for ax, p in zip(axes[0], profiles, strict=True):
-        bottom = np.zeros(len(STRATEGIES))
+        bottom = np.zeros(len(shown))
         for part in parts:
-            values = np.array([results["profiles"][p][s][part] for s in STRATEGIES])
-            ax.bar(range(len(STRATEGIES)), values, bottom=bottom, label=part.removesuffix("_ms"))
+            values = np.array([results["profiles"][p][s][part] for s in shown])
+            ax.bar(range(len(shown)), values, bottom=bottom, label=part.removesuffix("_ms"))
             bottom += values
-        ax.set_xticks(range(len(STRATEGIES)), STRATEGIES, rotation=30, ha="right", fontsize=7)
+        ax.set_xticks(range(len(shown)), shown, rotation=30, ha="right", fontsize=7)
         ax.set(title=p, ylabel="mean ms per request")
         ax.legend(fontsize=7)
     fig.tight_layout()
@@ -274,7 +295,9 @@ def plot(results: dict[str, Any], out: Path) -> list[Path]:
     fig.savefig(paths[-1], dpi=120)
     plt.close(fig)
 
-    a = results["adaptation"]
+    a = results.get("adaptation")
+    if not a:
+        return paths
     fig, ax = plt.subplots(figsize=(10, 4))
     ax.plot(a["latency_ms"], linewidth=0.8, label="latency per request")
     ax.axvline(a["drop_at_request"], color="red", linestyle="--", label=f"link drops: {a['from']} -> {a['to']}")
@@ -295,7 +318,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_training(parser)
     add_budget(parser)
     group = parser
-    group.add_argument("--profiles", nargs="+", default=["3g", "4g", "wifi"], choices=sorted(PROFILES))
+    group.add_argument(
+        "--profiles",
+        nargs="+",
+        type=_profile,
+        default=["3g", "4g", "wifi"],
+        metavar="PROFILE",
+        help=f"network profiles: {', '.join(sorted(PROFILES))} or BANDWIDTH/RTT[/JITTER] (e.g. 10mbit/40ms/5ms)",
+    )
     group.add_argument("--samples", type=int, default=40, help="test samples per configuration")
     group.add_argument("--dataset", default="fashion-mnist", choices=["digits", "fashion-mnist"])
     group.add_argument("--family", default="mobilenetv2", choices=sorted(SIZES), help="model family (network)")
@@ -306,64 +336,100 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="emulate an edge device this many times slower than this host (default %(default)s: an MCU-class node)",
     )
     group.add_argument("--adapt-requests", type=int, default=300, help="requests in the adaptation run")
+    group.add_argument(
+        "--oracle-within",
+        type=float,
+        default=3.0,
+        help="the oracle measures every configuration expected within this factor of the fastest (default %(default)s)",
+    )
+    scale = parser.add_argument_group("--pretrained: the 224-px MobileNetV2 (ImageNet weights, transferred)")
+    scale.add_argument("--pretrained", action="store_true", help="MobileNetV2 at 224 px on Fashion-MNIST photos")
+    scale.add_argument("--image-size", type=int, default=224, help="pixels of the photos (default %(default)s)")
+    scale.add_argument("--limit-train", type=int, default=2000, help="transfer samples (default %(default)s)")
+    scale.add_argument("--limit-cal", type=int, default=400, help="calibration/profile samples (default %(default)s)")
+    scale.add_argument(
+        "--codecs", nargs="+", default=None, help="codecs profiled (default: the profiler's; --pretrained: a subset)"
+    )
+
+
+def _profile(spec: str) -> str:
+    try:
+        parse_profile(spec)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return spec
+
+
+def _bundle(args: argparse.Namespace) -> tuple[Bundle, Any, np.ndarray, np.ndarray, np.ndarray, str]:
+    """The benchmark's bundle, profiling samples and labels, test samples and labels, and the data's name."""
+    cache = args.cache_dir or default_cache_dir()
+    config = BundleConfig(budget=args.budget / 100, confidence=args.confidence)
+    train = TrainConfig(epochs=args.epochs, batch_size=128, lr=4e-3)  # as the accuracy benchmark: one cache
+    if args.pretrained:
+        from benchmarks.transfer import fashion_photos, photo_dataset
+
+        sizes = (args.limit_train, args.limit_cal, max(args.samples, 1))
+        crops, info = fashion_photos(args.data_dir, args.image_size, *sizes)
+        data = photo_dataset(crops, info, "mobilenet_v2")
+        model = ModelConfig("mobilenet_v2", 1.0, 3, args.image_size, len(data.classes))
+        bundle, _ = make_bundle(data, model, train, config, cache, pretrained=Pretrained())
+        frames = crops[len(crops) - sizes[2] :]  # the uint8 photos themselves: the edge preprocesses (or encodes)
+        return bundle, data.x_cal, data.y_cal, frames, data.y_test, data.name
+    data = load_dataset(args.dataset, **({"data_dir": args.data_dir} if args.dataset == "fashion-mnist" else {}))
+    model = ModelConfig(
+        args.family, width=SIZES[args.family]["width"], in_channels=data.input_shape[0],
+        image_size=data.input_shape[-1],
+    )  # fmt: skip
+    bundle, _ = make_bundle(data, model, train, config, cache)
+    test = as_array(data.x_test[: args.samples])
+    return bundle, data.x_cal, data.y_cal, test, data.y_test[: args.samples], data.name
 
 
 def run(args: argparse.Namespace) -> int:
     """Run the network benchmark; print the table; write results.json and the plots."""
     started = time.perf_counter()
     torch.set_num_threads(max(1, torch.get_num_threads()))
-    data = load_dataset(args.dataset, **({"data_dir": args.data_dir} if args.dataset == "fashion-mnist" else {}))
-    cache = args.cache_dir or default_cache_dir()
-    model = ModelConfig(
-        args.family,
-        width=SIZES[args.family]["width"],
-        in_channels=data.input_shape[0],
-        image_size=data.input_shape[-1],
-    )
-    train = TrainConfig(epochs=args.epochs, batch_size=128, lr=4e-3)  # as the accuracy benchmark: one cache
-    config = BundleConfig(budget=args.budget / 100, confidence=args.confidence)
-    bundle, _ = make_bundle(data, model, train, config, cache)
+    bundle, x_cal, y_cal, samples, _, data_name = _bundle(args)
     torch.set_num_threads(1)
-    profile_bundle(bundle, data.x_cal, data.y_cal, runs=30, edge_slowdown=args.edge_slowdown)
+    codecs = tuple(args.codecs or PROFILED_CODECS)
+    profile_bundle(bundle, x_cal, y_cal, runs=30, codecs=codecs, edge_slowdown=args.edge_slowdown)
     bundle = Bundle.load(bundle.root)
     costs = cost_model(bundle.manifest)
     budget = args.budget / 100
-    samples = data.x_test[: args.samples]
+    profiles = {spec: parse_profile(spec) for spec in args.profiles}
     results: dict[str, Any] = {
         "benchmark": "network",
         "model": bundle.manifest.model,
-        "dataset": data.name,
+        "dataset": data_name,
         "samples": len(samples),
         "budget_points": args.budget,
         "edge_slowdown": args.edge_slowdown,
-        "command": "edgesplit bench network --out " + str(args.out),
+        "oracle_within": args.oracle_within,
+        "command": "edgesplit bench network " + " ".join(sys.argv[3:]),
     }
     with CloudProcess([bundle.root]) as cloud, _netsim() as control:
         target = control.proxy("cloud", cloud.target)
         client = CloudClient(
-            target, model=bundle.manifest.model, bundle_hash=bundle.manifest.content_hash, timeout_s=30
+            target, model=bundle.manifest.model, bundle_hash=bundle.manifest.content_hash, timeout_s=60
         )
         client.wait_ready()
         runtime = EdgeRuntime(bundle, cloud=client, slowdown=args.edge_slowdown)
         results["profiles"] = {}
-        for name in args.profiles:
-            control.shape("cloud", PROFILES[name])
-            print(f"profile {name}: measuring every configuration", file=sys.stderr)
-            results["profiles"][name] = _profile_run(runtime, client, samples, costs, PROFILES[name], budget)
-        adapt_samples = np.resize(as_array(data.x_test), (args.adapt_requests, *data.x_test.shape[1:]))
-        results["adaptation"] = _adaptation(
-            runtime,
-            client,
-            control,
-            costs,
-            adapt_samples,
-            PROFILES["wifi"],
-            PROFILES["3g"],
-            args.adapt_requests // 3,
-            budget,
-        )
+        for name, profile in profiles.items():
+            control.shape("cloud", profile)
+            print(f"profile {name}: measuring the configurations", file=sys.stderr)
+            results["profiles"][name] = _profile_run(
+                runtime, client, samples, costs, profile, budget, args.oracle_within
+            )
+        if args.adapt_requests:
+            adapt_samples = np.resize(samples, (args.adapt_requests, *samples.shape[1:]))
+            results["adaptation"] = _adaptation(
+                runtime, client, control, costs, adapt_samples, PROFILES["wifi"], PROFILES["3g"],
+                args.adapt_requests // 3, budget,
+            )  # fmt: skip
         client.close()
-    results["profiles_used"] = {n: PROFILES[n].__dict__ for n in args.profiles}
+    results["profiles_used"] = {n: p.__dict__ for n, p in profiles.items()}
+    results["targets"] = _targets(results["profiles"])
     results["seconds"] = time.perf_counter() - started
     args.out.mkdir(parents=True, exist_ok=True)
     results["plots"] = [p.name for p in plot(results, args.out)]
@@ -372,17 +438,42 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _targets(profiles: dict[str, Any]) -> dict[str, Any]:
+    """Per profile: planned / oracle, planned / the better of edge-only and cloud-only JPEG (or fp32), and how far
+    the planner's expectation was from the measurement (planned and every strategy)."""
+    out = {}
+    for name, row in profiles.items():
+        single = [row[s]["mean_ms"] for s in ("edge_only", "cloud_only_jpeg") if s in row] or [
+            row["cloud_only"]["mean_ms"]
+        ]
+        out[name] = {
+            "planned_vs_oracle": row["planned"]["mean_ms"] / row["oracle"]["mean_ms"],
+            "planned_vs_best_single": row["planned"]["mean_ms"] / min(single),
+            "prediction_error": {s: row[s]["expected_ms"] / row[s]["mean_ms"] - 1 for s in STRATEGIES if s in row},
+        }
+    return out
+
+
 def _table(results: dict[str, Any]) -> str:
-    lines = [f"{'profile':<8} {'strategy':<22} {'mean ms':>9} {'p95 ms':>9} {'expected':>9}  config", "-" * 90]
+    lines = [f"{'profile':<16} {'strategy':<20} {'mean ms':>9} {'p95 ms':>9} {'expected':>9}  config", "-" * 96]
     for p, row in results["profiles"].items():
         for s in STRATEGIES:
+            if s not in row:
+                continue
             r = row[s]
-            expected = f"{r['expected_ms']:>9.2f}"
-            lines.append(f"{p:<8} {s:<22} {r['mean_ms']:>9.2f} {r['p95_ms']:>9.2f} {expected}  {r['config']}")
-    a = results["adaptation"]
-    lines.append(
-        f"\nadaptation {a['from']} -> {a['to']} at request {a['drop_at_request']}: switched after"
-        f" {a['switch_after_requests']} requests; mean {a['mean_ms_before_drop']:.1f} ms before,"
-        f" {a['mean_ms_last_50']:.1f} ms over the last 50"
-    )
+            lines.append(
+                f"{p:<16} {s:<20} {r['mean_ms']:>9.2f} {r['p95_ms']:>9.2f} {r['expected_ms']:>9.2f}  {r['config']}"
+            )
+        t = results["targets"][p]
+        lines.append(
+            f"{'':<16} planned/oracle {t['planned_vs_oracle']:.3f}, planned/best single route"
+            f" {t['planned_vs_best_single']:.3f}, planned expected/measured {1 + t['prediction_error']['planned']:.3f}"
+        )
+    a = results.get("adaptation")
+    if a:
+        lines.append(
+            f"\nadaptation {a['from']} -> {a['to']} at request {a['drop_at_request']}: switched after"
+            f" {a['switch_after_requests']} requests; mean {a['mean_ms_before_drop']:.1f} ms before,"
+            f" {a['mean_ms_last_50']:.1f} ms over the last 50"
+        )
     return "\n".join(lines)

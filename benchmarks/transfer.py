@@ -43,7 +43,7 @@ from split.preprocess import Cropper
 from split.samples import ImageSamples
 from split.train import TrainConfig
 
-__all__ = ["PRETRAINED_FAMILIES", "add_arguments", "fashion_photos", "run_transfer"]
+__all__ = ["PRETRAINED_FAMILIES", "add_arguments", "fashion_photos", "photo_dataset", "run_transfer"]
 
 PRETRAINED_FAMILIES = ("mobilenet_v2", "efficientnet_lite0")
 
@@ -75,7 +75,8 @@ def fashion_photos(
     return _crops(originals, geometry), info
 
 
-def _dataset(crops: np.ndarray, info: dict[str, Any], family: str) -> Dataset:
+def photo_dataset(crops: np.ndarray, info: dict[str, Any], family: str) -> Dataset:
+    """The crops and labels of :func:`fashion_photos` as a Dataset, normalised as ``family`` expects."""
     base = FAMILIES[family].preprocessing  # type: ignore[attr-defined]
     spec = Preprocessing(resize=crops.shape[1], crop=crops.shape[1], mean=base["mean"], std=base["std"],
                          scale=base["scale"])  # fmt: skip
@@ -114,7 +115,7 @@ def _edge(family: str, data: Dataset, train: TrainConfig, split: int, args: argp
 
 def _family(family: str, crops: np.ndarray, info: dict[str, Any], args: argparse.Namespace, work: Path) -> dict:
     started = time.perf_counter()
-    data = _dataset(crops, info, family)
+    data = photo_dataset(crops, info, family)
     train = TrainConfig(epochs=args.epochs, batch_size=128, lr=4e-3)
     cache = args.cache_dir or default_cache_dir()
     measured = bench_family(family, data, train, cache, width=1.0, budget=args.budget / 100,
