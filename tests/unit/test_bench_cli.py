@@ -24,7 +24,7 @@ def test_each_benchmark_lists_only_its_own_options(capsys: pytest.CaptureFixture
     photos = _options(capsys, "photos")
     faults = _options(capsys, "faults")
     assert {"--profiles", "--adapt-requests", "--out"} <= network
-    assert not network & {"--kd-alpha", "--clients", "--malformed", "--pretrained", "--requests"}
+    assert not network & {"--kd-alpha", "--clients", "--malformed", "--requests", "--families"}
     assert photos == {"--out", "--help"}
     assert {"--requests", "--deadline-ms"} <= faults and "--profiles" not in faults
 
