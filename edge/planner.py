@@ -38,8 +38,8 @@ from edge.energy import RadioModel
 from protos.bundle import Manifest
 
 __all__ = [
-    "Candidate",
     "OBJECTIVES",
+    "Candidate",
     "CostModel",
     "Energy",
     "ExitCost",
