@@ -16,6 +16,7 @@ import numpy as np
 from edge.adapt import AdaptiveEdge
 from edge.channel import ClientTLS
 from edge.client import CloudClient
+from edge.devices import DEVICES, manifest_factor
 from edge.errors import EdgeError
 from edge.evaluate import evaluate
 from edge.metrics import MetricsServer
@@ -27,7 +28,7 @@ from protos.bundle import Bundle, Manifest
 from protos.codecs import CODECS
 from protos.credentials import read_tokens
 
-__all__ = ["IMAGE_SUFFIXES", "add_arguments", "read_inputs", "run", "with_thresholds"]
+__all__ = ["IMAGE_SUFFIXES", "add_arguments", "device_emulation", "read_inputs", "run", "with_thresholds"]
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -72,6 +73,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=1.0,
         metavar="FACTOR",
         help="run segments as a device FACTOR times slower than this host (for tests and benchmarks; default 1)",
+    )
+    parser.add_argument(
+        "--device",
+        metavar="NAME",
+        help=f"run segments as a named device ({', '.join(DEVICES)}) with the factor the bundle was profiled"
+        " with (`edgesplit profile --device NAME`)",
     )
     parser.add_argument("--timeout", type=float, default=5.0, help="cloud connection wait at start, seconds")
     parser.add_argument(
@@ -167,13 +174,15 @@ def run(args: argparse.Namespace) -> int:
     manifest = bundle.manifest
     client = _client(args, manifest)
     split = args.split if args.split is not None else (manifest.default_split if client else len(manifest.segments))
+    slowdown, threads = device_emulation(args, manifest)
     runtime = EdgeRuntime(
         bundle,
         split=split,
         cloud=client,
         exits=not args.no_exits,
         codec=args.codec,
-        slowdown=args.emulate_slowdown,
+        threads=threads,
+        slowdown=slowdown,
         deadline_ms=args.deadline_ms,
         race=args.race,
     )
@@ -197,6 +206,16 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         args.json.write_text(json.dumps(stats.to_dict(), indent=2) + "\n")
     return 0
+
+
+def device_emulation(args: argparse.Namespace, manifest: Manifest) -> tuple[float, int]:
+    """(slowdown, threads): --emulate-slowdown on one thread, or for --device the factor and thread count the
+    manifest's profile recorded."""
+    if args.device is None:
+        return float(args.emulate_slowdown), 1
+    if args.emulate_slowdown != 1:
+        raise ValueError("give --device or --emulate-slowdown, not both")
+    return manifest_factor(manifest.profile, args.device), int(manifest.profile["device"]["threads"])
 
 
 def _adapt(

@@ -1,4 +1,9 @@
-"""``edgesplit plan``: the expected latency of every configuration of a profiled bundle on a given network."""
+"""``edgesplit plan``: the expected latency (and energy) of every configuration of a profiled bundle on a network.
+
+``--objective energy`` plans for least mJ per inference within the accuracy budget; energy needs the device's
+compute power (``--device NAME``, else the device the bundle was profiled for, or ``--compute-w``) and the link's
+radio model (``--link 3g|4g|wifi``; a bare ``--bandwidth``/``--rtt`` has no link type, so the default is ``wifi``).
+"""
 
 from __future__ import annotations
 
@@ -7,10 +12,12 @@ import json
 import re
 from pathlib import Path
 
-from edge.planner import Candidate, Network, best_accuracy_within, candidates, cost_model, plan
-from protos.bundle import Bundle
+from edge.devices import DEVICES, device
+from edge.energy import LINK_TYPES, radio_model
+from edge.planner import OBJECTIVES, Candidate, Energy, Network, best_accuracy_within, candidates, cost_model, plan
+from protos.bundle import Bundle, Manifest
 
-__all__ = ["add_arguments", "parse_bandwidth", "run"]
+__all__ = ["add_arguments", "energy_model", "parse_bandwidth", "run"]
 
 _UNITS = {"": 1e6, "bit": 1.0, "kbit": 1e3, "mbit": 1e6, "gbit": 1e9}
 _BANDWIDTH = re.compile(r"^\s*([0-9]*\.?[0-9]+)\s*([kmg]?bit)?(?:/s|ps)?\s*$", re.IGNORECASE)
@@ -37,31 +44,70 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--rtt", type=float, required=True, help="round-trip time, ms")
     parser.add_argument("--budget", type=float, default=1.0, help="max accuracy loss vs. the full model, in points")
     parser.add_argument("--target-ms", type=float, default=None, help="instead: best accuracy within this latency")
+    parser.add_argument(
+        "--objective", choices=OBJECTIVES, default="latency", help="least expected ms, or least mJ per inference"
+    )
+    parser.add_argument(
+        "--device",
+        metavar="NAME",
+        help=f"the device whose compute power energy uses ({', '.join(DEVICES)}; default: the profiled one)",
+    )
+    parser.add_argument("--compute-w", type=float, help="the device's compute power in W (overrides --device's)")
+    parser.add_argument(
+        "--link", choices=LINK_TYPES, default="wifi", help="the radio energy model of the link (default: wifi)"
+    )
+    parser.add_argument(
+        "--radio-warm",
+        action="store_true",
+        help="the radio is kept up by a stream of requests: no ramp or tail energy per offload",
+    )
     parser.add_argument("--json", type=Path, metavar="PATH", help="also write every candidate as JSON")
 
 
 def _row(c: Candidate, chosen: Candidate) -> str:
     mark = "*" if c == chosen else " "
+    energy = f" {c.energy_mj:>10.2f}" if c.energy_mj is not None else ""
     return (
         f"{mark} {c.split:>5} {c.codec:<10} {'on' if c.exits else 'off':>5} {c.latency_ms:>10.3f}"
-        f" {100 * c.accuracy:>8.2f}% {100 * c.edge_exit_rate:>7.1f}% {100 * c.offload_rate:>8.1f}%"
+        f" {100 * c.accuracy:>8.2f}% {100 * c.edge_exit_rate:>7.1f}% {100 * c.offload_rate:>8.1f}%{energy}"
     )
+
+
+def energy_model(args: argparse.Namespace, manifest: Manifest) -> tuple[Energy | None, str]:
+    """The energy model the options give (``None`` when none can be had and none is needed) and its label."""
+    name = args.device or (manifest.profile or {}).get("device", {}).get("name")
+    watts = args.compute_w if args.compute_w is not None else (device(name).compute_w if name else None)
+    if watts is None:
+        if args.objective == "energy" or args.device:
+            why = f"device {name!r} has no published compute power" if name else "no device is named"
+            raise ValueError(f"energy needs the device's compute power: {why}; give --compute-w WATTS")
+        return None, ""
+    radio = radio_model(args.link, args.bandwidth, warm=args.radio_warm)
+    label = f"; energy: {name or 'device'} {watts:g} W, {args.link} radio{' (warm)' if args.radio_warm else ''}"
+    return Energy(watts, radio), label
 
 
 def run(args: argparse.Namespace) -> int:
     """Print every candidate, fastest first, and mark the plan."""
-    costs = cost_model(Bundle.load(args.bundle).manifest)
+    manifest = Bundle.load(args.bundle).manifest
+    costs = cost_model(manifest)
     network = Network(args.bandwidth, args.rtt)
+    energy, label = energy_model(args, manifest)
     if args.target_ms is not None:
         chosen = best_accuracy_within(costs, network, args.target_ms)
     else:
-        chosen = plan(costs, network, args.budget / 100)
-    listed = candidates(costs, network)
-    print(f"network {args.bandwidth / 1e6:g} Mbit/s, rtt {args.rtt:g} ms; full model {100 * costs.accuracy_full:.2f}%")
-    print(f"  {'split':>5} {'codec':<10} {'exits':>5} {'expect ms':>10} {'accuracy':>9} {'exited':>8} {'offload':>9}")
+        chosen = plan(costs, network, args.budget / 100, objective=args.objective, energy=energy)
+    listed = candidates(costs, network, energy)
+    print(
+        f"network {args.bandwidth / 1e6:g} Mbit/s, rtt {args.rtt:g} ms; full model {100 * costs.accuracy_full:.2f}%"
+        f"{label}; objective {args.objective}"
+    )
+    head = f"  {'split':>5} {'codec':<10} {'exits':>5} {'expect ms':>10} {'accuracy':>9} {'exited':>8} {'offload':>9}"
+    print(head + (f" {'mJ/inf':>10}" if energy else ""))
     for c in listed:
         print(_row(c, chosen))
-    print(f"\nplan: {chosen.label}: {chosen.latency_ms:.3f} ms expected, {100 * chosen.accuracy:.2f}% accuracy")
+    mj = f", {chosen.energy_mj:.2f} mJ per inference" if chosen.energy_mj is not None else ""
+    print(f"\nplan: {chosen.label}: {chosen.latency_ms:.3f} ms expected{mj}, {100 * chosen.accuracy:.2f}% accuracy")
     if args.json:
         args.json.write_text(
             json.dumps({"plan": chosen.__dict__, "candidates": [c.__dict__ for c in listed]}, indent=2)

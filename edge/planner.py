@@ -13,6 +13,11 @@ Expected latency of a candidate, for a network of bandwidth ``B`` (bits/s) and r
   and the cloud tail;
 * the expectation weighs each by the fraction of samples that takes it.
 
+Expected energy of a candidate (mJ per inference), given an :class:`Energy` (the device's compute power and the
+link's radio model, :mod:`edge.energy`): ``compute_w`` times the expected edge compute time (segments, exit heads
+and the encode of offloaded samples; waiting for the network is not compute), plus, for the offloaded fraction,
+the radio's energy for the request and reply bytes and its per-transfer ramp and tail.
+
 Everything here is a pure function of its inputs: the unit tests check it on cases worked out by hand.
 
 Example:
@@ -29,11 +34,14 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
+from edge.energy import RadioModel
 from protos.bundle import Manifest
 
 __all__ = [
+    "OBJECTIVES",
     "Candidate",
     "CostModel",
+    "Energy",
     "ExitCost",
     "Network",
     "SplitCost",
@@ -41,6 +49,7 @@ __all__ = [
     "best_accuracy_within",
     "candidates",
     "cost_model",
+    "expected_energy_mj",
     "expected_latency_ms",
     "plan",
 ]
@@ -110,6 +119,21 @@ class CostModel:
 
 
 @dataclass(frozen=True)
+class Energy:
+    """What energy costs on the device: compute power (W, so mJ per ms) and the link's radio model."""
+
+    compute_w: float
+    radio: RadioModel
+
+    def __post_init__(self) -> None:
+        if not self.compute_w > 0:
+            raise ValueError(f"compute power must be > 0 W, got {self.compute_w!r}")
+
+
+OBJECTIVES = ("latency", "energy")
+
+
+@dataclass(frozen=True)
 class Candidate:
     """A configuration and what it is expected to cost and score."""
 
@@ -120,6 +144,7 @@ class Candidate:
     accuracy: float
     edge_exit_rate: float
     offload_rate: float
+    energy_mj: float | None = None
 
     @property
     def label(self) -> str:
@@ -127,12 +152,9 @@ class Candidate:
         return f"split {self.split}, {self.codec}, {'exits' if self.exits else 'no exits'}"
 
 
-def expected_latency_ms(
-    costs: CostModel, network: Network, split: int, codec: str, exits: bool
-) -> tuple[float, float, float]:
-    """(expected latency in ms, fraction answered by exits, fraction offloaded) of one configuration."""
+def _edge_walk(costs: CostModel, split: int, exits: bool) -> tuple[float, float, float]:
+    """(expected edge ms of the samples that exit, edge ms up to the split, fraction answered by exits)."""
     n = len(costs.segment_ms)
-    sc = _split(costs, split)
     heads = {e.after_segment: e for e in costs.exits} if exits else {}
     spent, expected, exited = 0.0, 0.0, 0.0
     for i in range(split):
@@ -143,12 +165,26 @@ def expected_latency_ms(
             rate = head.rates.get(split, 0.0)
             expected += rate * spent
             exited += rate
-    rest = max(0.0, 1.0 - exited)
-    if split == n:
-        return expected + rest * spent, exited, 0.0
+    return expected, spent, exited
+
+
+def _wire(costs: CostModel, split: int, codec: str) -> WireCost:
+    sc = _split(costs, split)
     if codec not in sc.wire:
         raise ValueError(f"split point {split} has no costs for codec {codec!r}; profiled codecs: {list(sc.wire)}")
-    wire = sc.wire[codec]
+    return sc.wire[codec]
+
+
+def expected_latency_ms(
+    costs: CostModel, network: Network, split: int, codec: str, exits: bool
+) -> tuple[float, float, float]:
+    """(expected latency in ms, fraction answered by exits, fraction offloaded) of one configuration."""
+    sc = _split(costs, split)
+    expected, spent, exited = _edge_walk(costs, split, exits)
+    rest = max(0.0, 1.0 - exited)
+    if split == len(costs.segment_ms):
+        return expected + rest * spent, exited, 0.0
+    wire = _wire(costs, split, codec)
     remote = (
         wire.encode_ms
         + network.rtt_ms
@@ -160,6 +196,19 @@ def expected_latency_ms(
     return expected + rest * (spent + remote), exited, rest
 
 
+def expected_energy_mj(costs: CostModel, energy: Energy, split: int, codec: str, exits: bool) -> float:
+    """Expected mJ per inference: compute power x expected edge compute ms + the offloaded share of the radio's
+    energy for one request and its reply."""
+    _split(costs, split)
+    expected, spent, exited = _edge_walk(costs, split, exits)
+    rest = max(0.0, 1.0 - exited)
+    if split == len(costs.segment_ms):
+        return energy.compute_w * (expected + rest * spent)
+    wire = _wire(costs, split, codec)
+    compute = energy.compute_w * (expected + rest * (spent + wire.encode_ms))
+    return compute + rest * energy.radio.energy_mj(wire.bytes + costs.response_bytes)
+
+
 def _split(costs: CostModel, split: int) -> SplitCost:
     for sc in costs.splits:
         if sc.index == split:
@@ -167,8 +216,9 @@ def _split(costs: CostModel, split: int) -> SplitCost:
     raise ValueError(f"no costs for split point {split}; profiled split points: {[s.index for s in costs.splits]}")
 
 
-def candidates(costs: CostModel, network: Network) -> list[Candidate]:
-    """Every (split, codec, exits) configuration with its expected latency and accuracy, fastest first."""
+def candidates(costs: CostModel, network: Network, energy: Energy | None = None) -> list[Candidate]:
+    """Every (split, codec, exits) configuration with its expected latency, accuracy and (given ``energy``)
+    energy, fastest first."""
     n = len(costs.segment_ms)
     out = []
     for sc in costs.splits:
@@ -182,16 +232,32 @@ def candidates(costs: CostModel, network: Network) -> list[Candidate]:
                     accuracy = sc.accuracy_exits if exits and sc.accuracy_exits is not None else costs.accuracy_full
                 else:
                     accuracy = wire.accuracy_exits if exits and wire.accuracy_exits is not None else wire.accuracy
-                out.append(Candidate(sc.index, codec, exits, latency, accuracy, exited, offloaded))
+                mj = None if energy is None else expected_energy_mj(costs, energy, sc.index, codec, exits)
+                out.append(Candidate(sc.index, codec, exits, latency, accuracy, exited, offloaded, mj))
     return sorted(out, key=lambda c: (c.latency_ms, -c.accuracy, c.split))
 
 
-def plan(costs: CostModel, network: Network, budget: float = 0.01) -> Candidate:
-    """The fastest configuration whose accuracy is at least ``accuracy_full - budget`` (budget as a fraction)."""
+def plan(
+    costs: CostModel,
+    network: Network,
+    budget: float = 0.01,
+    *,
+    objective: str = "latency",
+    energy: Energy | None = None,
+) -> Candidate:
+    """The best configuration whose accuracy is at least ``accuracy_full - budget`` (budget as a fraction):
+    the fastest (``objective="latency"``) or the one of least expected mJ per inference (``"energy"``, which
+    needs ``energy``; ties: the faster)."""
+    if objective not in OBJECTIVES:
+        raise ValueError(f"unknown objective {objective!r}; valid: {', '.join(OBJECTIVES)}")
+    if objective == "energy" and energy is None:
+        raise ValueError("objective 'energy' needs an Energy (the device's compute power and the link's radio)")
     floor = costs.accuracy_full - budget - 1e-12
-    ok = [c for c in candidates(costs, network) if c.accuracy >= floor]
+    ok = [c for c in candidates(costs, network, energy) if c.accuracy >= floor]
     if not ok:
         raise ValueError(f"no configuration reaches accuracy {floor:.4f}; the profile has none within the budget")
+    if objective == "energy":
+        return min(ok, key=lambda c: (c.energy_mj, c.latency_ms))
     return ok[0]
 
 

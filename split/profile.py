@@ -27,12 +27,14 @@ import numpy as np
 import onnxruntime as ort
 
 from edge.device import slowed
+from edge.devices import DEVICES, device
 from edge.policy import confident, criterion, softmax
 from protos import inference_pb2 as pb
 from protos.bundle import Bundle, Manifest, TensorSpec, write_manifest
 from protos.codecs import Codec, decode, encode
 from protos.preprocessing import Preprocessing
 from protos.tensors import add_input, add_output, request_inputs
+from split import reference
 from split.datacli import add_data_arguments, load_args_data
 from split.samples import Samples
 
@@ -108,12 +110,19 @@ def profile_bundle(
     edge_threads: int = 1,
     cloud_threads: int = 1,
     edge_slowdown: float = 1.0,
+    device_name: str | None = None,
+    host_reference_ms: float | None = None,
 ) -> Manifest:
     """Measure ``bundle`` on samples ``x`` with labels ``y`` (the calibration split) and write the costs.
 
     ``edge_slowdown`` times the edge's segments and exit heads on an emulated device that many times slower than
-    this host (:mod:`edge.device`), as the edge runtime with the same ``slowdown`` runs them.
+    this host (:mod:`edge.device`), as the edge runtime with the same ``slowdown`` runs them. ``device_name``
+    (:mod:`edge.devices`) instead sets that factor to the device's published reference latency over this host's
+    (``host_reference_ms``, else measured here at ``edge_threads``) and records both in the profile.
     """
+    record = _device_record(device_name, edge_threads, host_reference_ms, edge_slowdown)
+    if record is not None:
+        edge_slowdown = record["factor"]
     m = bundle.manifest
     n = len(m.segments)
     segments = [_session(bundle.file(s.file), edge_threads) for s in m.segments]
@@ -165,6 +174,7 @@ def profile_bundle(
         "edge_threads": edge_threads,
         "cloud_threads": cloud_threads,
         "edge_slowdown": edge_slowdown,
+        **({"device": record} if record is not None else {}),
         "accuracy_full": float((final.argmax(-1) == y).mean()),
         "segment_ms": segment_ms,
         "exit_ms": exit_ms,
@@ -172,6 +182,18 @@ def profile_bundle(
         "exit_sweep": sweeps,
     }
     return write_manifest(bundle.root, replace(m, split_points=tuple(split_points), profile=profile))
+
+
+def _device_record(name: str | None, threads: int, host_ms: float | None, slowdown: float) -> dict[str, Any] | None:
+    if name is None:
+        return None
+    if slowdown != 1:
+        raise ValueError("give a device or a slowdown factor, not both: the device's factor is measured")
+    profile = device(name)
+    profile.reference_ms(threads)  # an unpublished thread count fails before the reference model is timed
+    if host_ms is None:
+        host_ms = reference.host_reference_ms(threads)  # exports the reference model once, then reads the cache
+    return profile.emulation(threads, host_ms)
 
 
 def _split_costs(
@@ -225,11 +247,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=1.0,
         help="time the edge as a device this many times slower than this host (edge.device; default 1: the host)",
     )
+    parser.add_argument(
+        "--device",
+        metavar="NAME",
+        help=f"time the edge as a named device ({', '.join(DEVICES)}): the factor is its published MobileNetV2"
+        " latency over this host's (edge.devices)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
     """Profile the bundle, write the manifest, print the costs."""
     bundle = Bundle.load(args.bundle)
+    if args.device is not None:
+        device(args.device).reference_ms(args.edge_threads)  # a bad name or thread count fails before the data loads
     data = load_args_data(args, Preprocessing.from_manifest(bundle.manifest.preprocessing))
     m = profile_bundle(
         bundle,
@@ -239,9 +269,16 @@ def run(args: argparse.Namespace) -> int:
         edge_threads=args.edge_threads,
         cloud_threads=args.cloud_threads,
         edge_slowdown=args.edge_slowdown,
+        device_name=args.device,
     )
     p = m.profile
     slow = f", edge emulated {p['edge_slowdown']:g}x slower than this host" if p["edge_slowdown"] != 1 else ""
+    if "device" in p:
+        d = p["device"]
+        slow = (
+            f", edge emulated as {d['name']}: {d['device_ms']:g} ms published / {d['host_ms']:.2f} ms here for"
+            f" the reference model at {d['threads']} thread(s) = {d['factor']:.2f}x"
+        )
     print(f"{m.model}: {p['samples']} calibration samples, median of {p['runs']} runs{slow}")
     print("edge segments ms: " + ", ".join(f"{v:.3f}" for v in p["segment_ms"]))
     print("edge exits ms:    " + ", ".join(f"{k} {v:.3f}" for k, v in p["exit_ms"].items()))

@@ -1,4 +1,5 @@
-"""The emulated slow device: every run takes ``slowdown`` times its median time on the host (injected clock)."""
+"""The emulated slow device: every run takes ``slowdown`` times its median time on the host (injected clock); named
+devices and their factor; the radio energy models."""
 
 from __future__ import annotations
 
@@ -7,6 +8,8 @@ from typing import Any
 import pytest
 
 from edge.device import SlowSession, slowed
+from edge.devices import DEVICES, device, emulation_factor, manifest_factor, measure_reference_ms
+from edge.energy import link_type_of, radio_model
 
 
 class _Clock:
@@ -74,3 +77,86 @@ def test_slowdown_one_is_the_session_itself() -> None:
 def test_a_device_faster_than_the_host_is_refused(slowdown: float) -> None:
     with pytest.raises(ValueError, match="slowdown is a factor >= 1"):
         SlowSession(_Session(_Clock(), 0.001), slowdown)
+
+
+# Named devices: published reference latencies, the factor, the manifest record (edge.devices); radio energy.
+
+
+def test_every_device_cites_a_published_mobilenet_v2_latency() -> None:
+    assert {"rpi4", "jetson-nano", "sd660"} <= set(DEVICES)
+    for profile in DEVICES.values():
+        assert 1 in profile.reference  # the edge's default thread count is always published
+        for threads, ms in profile.reference.items():
+            assert f"{ms:.2f}" in profile.citation and ms > 0 and threads >= 1
+        assert "ncnn" in profile.citation and profile.power_citation
+    assert device("RPi4").reference_ms(1) == 93.48 and device("jetson-nano").reference_ms(4) == 33.83
+    assert device("phone") is DEVICES["sd660"]
+
+
+def test_an_unknown_device_or_thread_count_names_the_valid_ones() -> None:
+    with pytest.raises(ValueError, match="unknown device 'pi9'; valid devices: rpi4, jetson-nano, sd660"):
+        device("pi9")
+    with pytest.raises(ValueError, match=r"at \[1, 4\] thread\(s\), not 2"):
+        device("rpi4").reference_ms(2)
+
+
+def test_the_factor_is_the_published_latency_over_the_hosts() -> None:
+    assert emulation_factor(93.48, 7.79) == pytest.approx(12.0)
+    with pytest.raises(ValueError, match="cannot emulate that device"):
+        emulation_factor(10.0, 20.0)
+    with pytest.raises(ValueError, match="must be > 0 ms"):
+        emulation_factor(10.0, 0.0)
+    record = device("rpi4").emulation(1, 9.348)
+    assert record["factor"] == pytest.approx(10.0) and record["device_ms"] == 93.48 and record["host_ms"] == 9.348
+    assert record["name"] == "rpi4" and record["threads"] == 1 and "ncnn" in record["citation"]
+
+
+class _Input:
+    name, shape = "x", ["batch", 3, 224, 224]
+
+
+class _RefSession:
+    """The reference model on a fake clock: each run takes the next of ``costs`` seconds."""
+
+    def __init__(self, clock: _Clock, costs: list[float]) -> None:
+        self.clock, self.costs, self.shapes = clock, costs, []
+
+    def run(self, output_names: Any, input_feed: dict[str, Any], run_options: Any = None) -> list[Any]:
+        self.shapes.append(input_feed["x"].shape)
+        self.clock.now += self.costs[len(self.shapes) - 1]
+        return []
+
+    def get_inputs(self) -> list[Any]:
+        return [_Input()]
+
+
+def test_the_host_reference_latency_is_the_median_of_warm_runs() -> None:
+    clock = _Clock()
+    session = _RefSession(clock, [1.0, 1.0, 0.007, 0.009, 0.008, 0.5, 0.008])  # 2 warm-ups, then a 500 ms hiccup
+    assert measure_reference_ms(session, runs=5, warmup=2, clock=clock) == pytest.approx(8.0)
+    assert session.shapes[0] == (1, 3, 224, 224)  # a dynamic batch is fed one sample
+
+
+def test_the_edge_reads_the_factor_the_profile_recorded() -> None:
+    profile = {"device": device("jetson-nano").emulation(1, 9.399)}
+    assert manifest_factor(profile, "jetson-nano") == pytest.approx(10.0)
+    with pytest.raises(ValueError, match="profiled for device 'jetson-nano', not 'rpi4'"):
+        manifest_factor(profile, "rpi4")
+    with pytest.raises(ValueError, match="not profiled for a device; run `edgesplit profile --bundle DIR --device"):
+        manifest_factor({"segment_ms": [1.0]}, "rpi4")
+    with pytest.raises(ValueError, match="valid devices"):
+        manifest_factor(profile, "toaster")
+
+
+def test_radio_energy_is_the_published_arithmetic() -> None:
+    g3 = radio_model("3g", 1.1e6)
+    assert g3.mj_per_byte == pytest.approx(0.025) and g3.mj_per_transfer == pytest.approx(3500 + 620 * 12.5)
+    wifi = radio_model("WiFi", 18.9e6)
+    assert wifi.energy_mj(10_000) == pytest.approx(0.007 * 10_000 + 5900)
+    lte = radio_model("4g", 5.85e6)  # (438.39 x 5.85 + 1288.04) mW for 8 / 5.85e6 s per byte
+    assert lte.mj_per_byte == pytest.approx((438.39 * 5.85 + 1288.04) * 8 / 5.85e6)
+    assert lte.mj_per_transfer == pytest.approx(1210.7 * 0.2601 + 1060.0 * 11.576)
+    assert radio_model("4g", 5.85e6, warm=True).mj_per_transfer == 0 == radio_model("3g", 1e6, True).mj_per_transfer
+    assert link_type_of("4g") == "4g" and link_type_of("10mbit/40ms") == "wifi" and link_type_of("x", "3g") == "3g"
+    with pytest.raises(ValueError, match="unknown link type 'gsm'; valid: 3g, 4g, wifi"):
+        radio_model("gsm", 1e6)

@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import pytest
 
+from edge.energy import RadioModel
 from edge.planner import (
     CostModel,
+    Energy,
     ExitCost,
     Network,
     SplitCost,
     WireCost,
     best_accuracy_within,
     candidates,
+    expected_energy_mj,
     expected_latency_ms,
     plan,
 )
@@ -107,3 +110,54 @@ def test_unknown_split_and_bad_network_are_refused() -> None:
         expected_latency_ms(COSTS, SLOW, 7, "fp32", False)
     with pytest.raises(ValueError, match="bandwidth must be > 0"):
         Network(0, 10)
+
+
+# Energy: 2 W of compute (2 mJ per ms) and a radio of 0.01 mJ per byte plus 100 mJ per transfer.
+ENERGY = Energy(2.0, RadioModel("test", 0.01, 100.0, "hand-made"))
+
+
+@pytest.mark.parametrize(
+    ("split", "codec", "exits", "expected"),
+    [
+        (3, "-", False, 20.0),  # 2 W x (2 + 3 + 5) ms, nothing sent
+        (3, "-", True, 9.8),  # 2 W x 4.9 ms expected on the edge (the exits' worked latency above)
+        (0, "fp32", False, 131.36),  # no edge compute; the radio: 0.01 x 3136 + 100
+        # edge: exit0 0.6 x 2.5 + exit1 0.2 x 6 + the offloaded 0.2 x (6 + 0.1 encode) = 3.92 ms -> 7.84 mJ;
+        # radio 0.2 x (0.01 x 2005 + 100) = 24.01
+        (2, "int8", True, 31.85),
+    ],
+)
+def test_expected_energy_is_worked_out_by_hand(split: int, codec: str, exits: bool, expected: float) -> None:
+    costs = COSTS
+    if split == 2:  # give split 2 an int8 codec with an encode cost, to count encode as edge compute
+        splits = list(COSTS.splits)
+        splits[2] = SplitCost(2, cloud_ms=0.4, wire={"int8": WireCost(2005, 0.1, 0.05, 0.899, 0.896)})
+        costs = CostModel(COSTS.segment_ms, COSTS.exits, tuple(splits), 0.90, 0.0)
+    assert expected_energy_mj(costs, ENERGY, split, codec, exits) == pytest.approx(expected)
+
+
+def test_the_reply_bytes_cost_radio_energy_too() -> None:
+    costs = CostModel((1.0,), (), (SplitCost(0, wire={"fp32": WireCost(100, 0.0, 0.0, 0.9)}), SplitCost(1)), 0.9, 50)
+    assert expected_energy_mj(costs, ENERGY, 0, "fp32", False) == pytest.approx(0.01 * 150 + 100)
+
+
+def test_the_energy_objective_picks_least_mj_within_the_budget() -> None:
+    fast = Network(8e9, 0.0)  # offloading at split 0 is the fastest (about 1 ms) but costs the radio 131 mJ
+    by_latency = plan(COSTS, fast, 0.01, objective="latency", energy=ENERGY)
+    assert (by_latency.split, by_latency.codec) == (0, "fp32")
+    by_energy = plan(COSTS, fast, 0.01, objective="energy", energy=ENERGY)
+    assert (by_energy.split, by_energy.exits, by_energy.energy_mj) == (3, True, pytest.approx(9.8))
+    # a free radio: the least energy is to compute nothing on the device
+    free = Energy(2.0, RadioModel("free", 0.0, 0.0, "-"))
+    assert plan(COSTS, fast, 0.01, objective="energy", energy=free).split == 0
+    assert all(c.energy_mj is not None for c in candidates(COSTS, fast, ENERGY))
+    assert all(c.energy_mj is None for c in candidates(COSTS, fast))
+
+
+def test_the_energy_objective_needs_an_energy_model_and_a_known_objective() -> None:
+    with pytest.raises(ValueError, match="needs an Energy"):
+        plan(COSTS, SLOW, objective="energy")
+    with pytest.raises(ValueError, match="valid: latency, energy"):
+        plan(COSTS, SLOW, objective="speed")
+    with pytest.raises(ValueError, match="compute power must be > 0 W"):
+        Energy(0.0, ENERGY.radio)
