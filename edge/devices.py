@@ -39,6 +39,7 @@ __all__ = [
     "DEVICES",
     "REFERENCE_INPUT",
     "REFERENCE_MODEL",
+    "REFERENCE_MODELS",
     "DeviceProfile",
     "device",
     "emulation_factor",
@@ -48,6 +49,15 @@ __all__ = [
 
 REFERENCE_MODEL = "MobileNetV2 1.0, 224x224, float32, batch 1"
 REFERENCE_INPUT = (1, 3, 224, 224)
+
+REFERENCE_MODELS: Mapping[str, str] = MappingProxyType(
+    {
+        "mobilenet_v2_224": REFERENCE_MODEL,
+        "mobilenet_v1_025_96": "MobileNetV1 0.25, 96x96, 2 classes, batch 1 (MLPerf Tiny's Visual Wake Words model)",
+    }
+)
+"""Reference models by key (``split.reference`` exports each): the phone/board CPUs are defined by MobileNetV2 at
+224 px, a microcontroller by the model MLPerf Tiny measures on it."""
 
 _NCNN = "Tencent/ncnn benchmark/README.md (benchncnn, fp32 CPU, mobilenet_v2 224x224, avg)"
 
@@ -68,10 +78,13 @@ class DeviceProfile:
     power_citation: str = ""
     runtime: str = "ncnn benchncnn (fp32, CPU)"
     aliases: tuple[str, ...] = field(default=())
+    reference_model: str = "mobilenet_v2_224"
 
     def __post_init__(self) -> None:
         if not self.reference or any(t < 1 or not ms > 0 for t, ms in self.reference.items()):
             raise ValueError(f"device {self.name!r}: reference is {{threads >= 1: ms > 0}}, got {self.reference}")
+        if self.reference_model not in REFERENCE_MODELS:
+            raise ValueError(f"device {self.name!r}: reference_model is one of {list(REFERENCE_MODELS)}")
         if self.compute_w is not None and not self.compute_w > 0:
             raise ValueError(f"device {self.name!r}: compute_w must be > 0 W, got {self.compute_w}")
 
@@ -91,7 +104,8 @@ class DeviceProfile:
             "name": self.name,
             "description": self.description,
             "factor": emulation_factor(device_ms, host_ms),
-            "reference_model": REFERENCE_MODEL,
+            "reference_model": REFERENCE_MODELS[self.reference_model],
+            "reference_key": self.reference_model,
             "threads": threads,
             "device_ms": device_ms,
             "host_ms": host_ms,
@@ -140,6 +154,21 @@ DEVICES: Mapping[str, DeviceProfile] = MappingProxyType(
             power_citation="no published CPU power figure found for this device: give --compute-w",
             aliases=("phone",),
         ),
+        "cortex-m4": DeviceProfile(
+            "cortex-m4",
+            "microcontroller: STM32L4R5ZI (Arm Cortex-M4F, 120 MHz, 640 KB SRAM) on a Nucleo-L4R5ZI board",
+            {1: 600.6},
+            "MLPerf Tiny v0.5, closed division, reference submission (mlcommons/tiny_results_v0.5,"
+            " closed/reference/results/Nucleo-L4R5ZI/vww/performance/results.txt): Visual Wake Words (MobileNetV1"
+            " 0.25, 96x96, int8, TensorFlow Lite for Microcontrollers 2.3.1), median throughput 1.665 inf./s ="
+            " 600.6 ms per inference",
+            compute_w=0.0403,
+            power_citation="the same submission's energy run (closed/reference/results/Nucleo-L4R5ZI/vww/energy/"
+            "results.txt): 40.31-40.32 mW during inference at 1.8 V, 24,312.6 uJ per inference",
+            runtime="TensorFlow Lite for Microcontrollers 2.3.1 (int8)",
+            aliases=("mcu",),
+            reference_model="mobilenet_v1_025_96",
+        ),
     }
 )
 """The named devices (sources in each profile's ``citation``; the README lists them too)."""
@@ -151,7 +180,9 @@ def device(name: str) -> DeviceProfile:
     for profile in DEVICES.values():
         if key == profile.name or key in profile.aliases:
             return profile
-    raise ValueError(f"unknown device {name!r}; valid devices: {', '.join(DEVICES)} (alias: phone = sd660)")
+    raise ValueError(
+        f"unknown device {name!r}; valid devices: {', '.join(DEVICES)} (aliases: phone = sd660, mcu = cortex-m4)"
+    )
 
 
 def emulation_factor(device_ms: float, host_ms: float) -> float:

@@ -192,7 +192,7 @@ def _device_record(name: str | None, threads: int, host_ms: float | None, slowdo
     profile = device(name)
     profile.reference_ms(threads)  # an unpublished thread count fails before the reference model is timed
     if host_ms is None:
-        host_ms = reference.host_reference_ms(threads)  # exports the reference model once, then reads the cache
+        host_ms = reference.host_reference_ms(threads, key=profile.reference_model)  # exported once, then cached
     return profile.emulation(threads, host_ms)
 
 
@@ -250,8 +250,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--device",
         metavar="NAME",
-        help=f"time the edge as a named device ({', '.join(DEVICES)}): the factor is its published MobileNetV2"
-        " latency over this host's (edge.devices)",
+        help=f"time the edge as a named device ({', '.join(DEVICES)}): the factor is its published latency of a"
+        " reference model over this host's (edge.devices)",
     )
 
 

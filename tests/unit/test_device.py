@@ -82,13 +82,16 @@ def test_a_device_faster_than_the_host_is_refused(slowdown: float) -> None:
 # Named devices: published reference latencies, the factor, the manifest record (edge.devices); radio energy.
 
 
-def test_every_device_cites_a_published_mobilenet_v2_latency() -> None:
-    assert {"rpi4", "jetson-nano", "sd660"} <= set(DEVICES)
+def test_every_device_cites_a_published_reference_latency() -> None:
+    assert {"rpi4", "jetson-nano", "sd660", "cortex-m4"} <= set(DEVICES)
     for profile in DEVICES.values():
         assert 1 in profile.reference  # the edge's default thread count is always published
         for threads, ms in profile.reference.items():
-            assert f"{ms:.2f}" in profile.citation and ms > 0 and threads >= 1
-        assert "ncnn" in profile.citation and profile.power_citation
+            assert f"{ms:g}" in profile.citation and ms > 0 and threads >= 1
+        assert ("ncnn" in profile.citation or "MLPerf Tiny" in profile.citation) and profile.power_citation
+    mcu = device("mcu")
+    assert mcu.reference_model == "mobilenet_v1_025_96" and mcu.compute_w == pytest.approx(0.0403)
+    assert mcu.emulation(1, 0.2)["factor"] == pytest.approx(3003.0) and "600.6" in mcu.citation
     assert device("RPi4").reference_ms(1) == 93.48 and device("jetson-nano").reference_ms(4) == 33.83
     assert device("phone") is DEVICES["sd660"]
 
