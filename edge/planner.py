@@ -11,7 +11,10 @@ Expected latency of a candidate, for a network of bandwidth ``B`` (bits/s) and r
 * a sample that is offloaded costs the edge work up to the split (exit heads passed included), the encode, one
   round trip, ``8 * bytes / B`` for the request and ``8 * response_bytes / B_down`` for the reply, the decode
   and the cloud tail;
-* the expectation weighs each by the fraction of samples that takes it.
+* the expectation weighs each by the fraction of samples that takes it;
+* on an image bundle profiled with its photos, every route first pays the edge's preprocessing of the frame,
+  except an image codec's at split point 0 (``jpeg90``, ``png``): it encodes the frame instead, and the cloud
+  decodes and preprocesses it (in its ``decode_ms``).
 
 Everything here is a pure function of its inputs: the unit tests check it on cases worked out by hand.
 
@@ -30,6 +33,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from protos.bundle import Manifest
+from protos.codecs import Codec
 
 __all__ = [
     "Candidate",
@@ -67,13 +71,15 @@ class Network:
 @dataclass(frozen=True)
 class WireCost:
     """One codec at one split point: bytes per request, edge encode ms, cloud decode ms, the hybrid's accuracy
-    with this codec and exits off (``accuracy``) and on (``accuracy_exits``; default: the same)."""
+    with this codec and exits off (``accuracy``) and on (``accuracy_exits``; default: the same). ``from_frame``:
+    the codec sends the device's frame (an image codec), so the edge does not preprocess it."""
 
     bytes: float
     encode_ms: float
     decode_ms: float
     accuracy: float
     accuracy_exits: float | None = None
+    from_frame: bool = False
 
 
 @dataclass(frozen=True)
@@ -100,13 +106,15 @@ class SplitCost:
 
 @dataclass(frozen=True)
 class CostModel:
-    """Everything the planner needs, as profiled. ``response_bytes``: the reply (logits plus framing)."""
+    """Everything the planner needs, as profiled. ``response_bytes``: the reply (logits plus framing);
+    ``preprocess_ms``: the edge's preprocessing of a frame (0: not profiled, or the inputs are model-ready)."""
 
     segment_ms: Sequence[float]
     exits: Sequence[ExitCost]
     splits: Sequence[SplitCost]
     accuracy_full: float
     response_bytes: float = 64.0
+    preprocess_ms: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -134,7 +142,10 @@ def expected_latency_ms(
     n = len(costs.segment_ms)
     sc = _split(costs, split)
     heads = {e.after_segment: e for e in costs.exits} if exits else {}
-    spent, expected, exited = 0.0, 0.0, 0.0
+    if split < n and codec not in sc.wire:
+        raise ValueError(f"split point {split} has no costs for codec {codec!r}; profiled codecs: {list(sc.wire)}")
+    from_frame = split < n and sc.wire[codec].from_frame
+    spent, expected, exited = (0.0 if from_frame else costs.preprocess_ms), 0.0, 0.0
     for i in range(split):
         spent += costs.segment_ms[i]
         head = heads.get(i)
@@ -146,8 +157,6 @@ def expected_latency_ms(
     rest = max(0.0, 1.0 - exited)
     if split == n:
         return expected + rest * spent, exited, 0.0
-    if codec not in sc.wire:
-        raise ValueError(f"split point {split} has no costs for codec {codec!r}; profiled codecs: {list(sc.wire)}")
     wire = sc.wire[codec]
     remote = (
         wire.encode_ms
@@ -229,17 +238,23 @@ def cost_model(manifest: Manifest) -> CostModel:
         if sp.index == n:
             splits.append(SplitCost(sp.index, accuracy_exits=c.get("accuracy_exits")))
             continue
-        wire = {
-            codec: WireCost(
+        wire = {}
+        for name, w in c["wire"].items():
+            codec = Codec.parse(name)
+            wire[name] = WireCost(
                 w["bytes"],
                 w["encode_ms"],
-                w["decode_ms"] + c["cloud_ms"][codec.partition("+")[0]],  # parse + the tail for that format
+                w["decode_ms"] + c["cloud_ms"][codec.tail],  # parse (+ decode an image) + the tail it feeds
                 w["accuracy"],
                 w["accuracy_exits"],
+                from_frame=codec.image,
             )
-            for codec, w in c["wire"].items()
-        }
         splits.append(SplitCost(sp.index, 0.0, wire))
     return CostModel(
-        tuple(p["segment_ms"]), exits, tuple(splits), float(p["accuracy_full"]), float(p["response_bytes"])
+        tuple(p["segment_ms"]),
+        exits,
+        tuple(splits),
+        float(p["accuracy_full"]),
+        float(p["response_bytes"]),
+        float(p.get("preprocess_ms", 0.0)),
     )
