@@ -26,7 +26,9 @@ MAX_PIXELS = 1 << 25
 class ImageInput:
     """Turns an image codec's wire tensor into the model input of split point 0."""
 
-    def __init__(self, bundle: Bundle, formats: tuple[str, ...], threads: int = 1, max_pixels: int = MAX_PIXELS) -> None:
+    def __init__(
+        self, bundle: Bundle, formats: tuple[str, ...], threads: int = 1, max_pixels: int = MAX_PIXELS
+    ) -> None:
         preprocessor = Preprocessor.load(bundle, threads)
         if preprocessor is None:  # the manifest refuses images without preprocessing; a second guard
             raise ValueError(f"bundle {bundle.root} has no image preprocessing for its image formats {formats}")

@@ -331,7 +331,7 @@ class EdgeRuntime:
             return None, self._fallback(run, route, "breaker_open")
         cloud, name = self._cloud, self.manifest.split_point(route.split).tensor.name
         boundary = self.manifest.segments[route.split].input  # uint8 on an int8 edge: encode() knows
-        sample = run.frame if route.codec.image else run.tensors[-1]
+        sample = run.frame if route.codec.image and run.frame is not None else run.tensors[-1]
         wire = encode(route.codec, name, sample, boundary)  # once: a retry sends the same bytes
         offload = Offload(
             lambda timeout_s: cloud.send(route.split, wire, timeout_s, route.codec),

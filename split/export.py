@@ -16,7 +16,17 @@ import onnx
 import torch
 from torch import nn
 
-from protos.bundle import EDGE_PRECISIONS, IMAGE_FORMATS, WIRE_FORMATS, Exit, Manifest, Segment, SplitPoint, TensorSpec, write_manifest
+from protos.bundle import (
+    EDGE_PRECISIONS,
+    IMAGE_FORMATS,
+    WIRE_FORMATS,
+    Exit,
+    Manifest,
+    Segment,
+    SplitPoint,
+    TensorSpec,
+    write_manifest,
+)
 from protos.codecs import Codec
 from protos.preprocessing import Preprocessing
 from split.calibrate import Calibration

@@ -7,6 +7,7 @@ from __future__ import annotations
 import io
 import shutil
 from collections.abc import Iterator
+from typing import Any
 
 import grpc
 import numpy as np
@@ -143,7 +144,7 @@ def test_bad_bytes_are_invalid_argument_and_the_server_keeps_serving(
 
 
 def test_profile_measures_the_image_codecs_and_the_planner_lists_them(
-    image_bundle: Bundle, rgb_digits, tmp_path_factory: pytest.TempPathFactory  # type: ignore[no-untyped-def]
+    image_bundle: Bundle, rgb_digits: tuple[Any, dict[str, np.ndarray]], tmp_path_factory: pytest.TempPathFactory
 ) -> None:
     data, frames = rgb_digits
     root = tmp_path_factory.mktemp("profiled-images") / "bundle"
