@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable, Mapping
 from concurrent.futures import Executor
 from dataclasses import dataclass
@@ -13,7 +14,9 @@ import onnxruntime as ort
 
 from cloud.batcher import BatchConfig, Batcher
 from cloud.errors import FailedPrecondition, InvalidArgument
+from cloud.images import ImageInput
 from protos.bundle import WIRE_FORMATS, Bundle, Manifest
+from protos.codecs import Codec
 from protos.tensors import DATATYPES
 
 __all__ = ["TailModel"]
@@ -97,6 +100,8 @@ def session_options(threads: int) -> ort.SessionOptions:
 
 class TailModel:
     """One bundle served as one model version: a fused tail per split point and wire format, chosen per request.
+    Where split point 0 takes encoded images (:mod:`cloud.images`), they are decoded and preprocessed, then run
+    by the fp32 tail.
 
     Args:
         bundle: the loaded (verified) bundle.
@@ -132,6 +137,9 @@ class TailModel:
 
         self._tails: dict[tuple[int, str], _Tail] = {}
         self._by_input: dict[str, int] = {}
+        self._executor = executor
+        first = self.manifest.split_points[0]
+        self._images = ImageInput(bundle, first.images, threads) if first.images else None
         for sp in self.manifest.split_points:
             for fmt, file in sp.tails.items():
                 self._tails[sp.index, fmt] = _Tail.load(bundle.file(file), options, batching, observe, executor)
@@ -191,15 +199,42 @@ class TailModel:
     def infer(self, split: int, inputs: Mapping[str, np.ndarray], codec: object = None) -> np.ndarray:
         """Run the tail from ``split`` for wire format ``codec`` (default fp32) on the inputs, here and now (no
         batching); the class logits."""
+        image = self._image_codec(split, codec)
+        if image is not None:
+            inputs, codec = self._decode(image, inputs), None
         tail, feeds = self._prepare(split, inputs, codec)
         return tail.run(feeds)
 
     async def infer_async(
         self, split: int, inputs: Mapping[str, np.ndarray], codec: object = None, timeout: float | None = None
     ) -> np.ndarray:
-        """As :meth:`infer`, batched with other requests for the same tail; ``timeout`` bounds the wait."""
+        """As :meth:`infer`, batched with other requests for the same tail; ``timeout`` bounds the wait. Images
+        are decoded and preprocessed in the executor, not on the event loop."""
+        image = self._image_codec(split, codec)
+        if image is not None:
+            loop = asyncio.get_running_loop()
+            inputs, codec = await loop.run_in_executor(self._executor, self._decode, image, inputs), None
         tail, feeds = self._prepare(split, inputs, codec)
         return await tail.batcher.infer(feeds, timeout)
+
+    def _image_codec(self, split: int, codec: object) -> Codec | None:
+        """The image codec asked for (``png``, ``jpeg<Q>``), else None; INVALID_ARGUMENT where it cannot be."""
+        if not isinstance(codec, str) or not (codec == "png" or codec.startswith("jpeg")):
+            return None
+        try:
+            parsed = Codec.parse(codec)
+        except ValueError as exc:
+            raise InvalidArgument(str(exc)) from None
+        if split != 0 or self._images is None:
+            raise InvalidArgument(
+                f"codec {codec!r} sends an encoded image, which only split point 0 of a bundle with image"
+                f" preprocessing takes; split point {split} takes wire formats {self.formats(split)}"
+            )
+        return parsed
+
+    def _decode(self, codec: Codec, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        assert self._images is not None
+        return {self.manifest.split_points[0].tensor.name: self._images.model_input(inputs, codec, self.max_batch)}
 
     def _prepare(
         self, split: int, inputs: Mapping[str, np.ndarray], codec: object

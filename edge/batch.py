@@ -14,6 +14,9 @@ request per sample, all in flight together (fp32 and fp16 are element-wise: one 
 int8 edge, whose boundary has one fixed scale for every sample). A segment or exit head
 exported with a fixed batch dimension runs once per sample (:attr:`BatchRunner.per_sample` names them).
 
+On an image codec's route (``jpeg90``, ``png`` at split point 0) each frame is encoded and sent on its own, one
+after the other, by :meth:`EdgeRuntime.infer <edge.runtime.EdgeRuntime.infer>`.
+
 Unlike a single request, a batch does not race the cloud, and its fallback runs to the end whatever the deadline
 (the deadline bounds the cloud's tries).
 
@@ -125,6 +128,9 @@ class BatchRunner:
         start = rt._clock()
         deadline = start + (rt._deadline_s if deadline_ms is None else _deadline_s(deadline_ms))
         route = rt.route  # one read: a concurrent switch never mixes two routes in one batch
+        if route.codec.image:  # each frame is its own image on the wire: one request per sample, in turn
+            items = list(x.ravel()) if isinstance(x, np.ndarray) and x.dtype == object else list(x)
+            return [rt.infer(item, deadline_ms) for item in items]
         tensor = self._prepare(x)
         batch = _Batch(tensor, np.arange(len(tensor)), [None] * len(tensor), start)
         offload: Offload | None = None

@@ -25,10 +25,18 @@ from edge.planner import Network, cost_model
 from edge.runtime import EdgeRuntime
 from edge.server import EdgeServer
 from protos.bundle import Bundle, Manifest
-from protos.codecs import CODECS
+from protos.codecs import Codec
 from protos.credentials import read_tokens
 
 __all__ = ["IMAGE_SUFFIXES", "add_arguments", "device_emulation", "read_inputs", "run", "with_thresholds"]
+
+
+def _codec(name: str) -> str:
+    """``--codec``: a codec name (:mod:`protos.codecs`), checked."""
+    try:
+        return Codec.parse(name).name
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -52,7 +60,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--listen", metavar="HOST:PORT", help="serve KServe v2 to apps on the device instead (port 0: a free one)"
     )
     parser.add_argument("--labels", type=Path, metavar="NPY", help="labels [N]: print accuracy and exit rates")
-    parser.add_argument("--codec", choices=CODECS, help="wire codec of the split tensor (default: the manifest's)")
+    parser.add_argument(
+        "--codec",
+        type=_codec,
+        help="wire codec of the split tensor (default: the manifest's); at split 0 of an image bundle also png or"
+        " jpeg<Q> (e.g. jpeg90): the frame itself, encoded",
+    )
     parser.add_argument("--no-exits", action="store_true", help="never exit early")
     parser.add_argument(
         "--threshold",

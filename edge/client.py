@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Mapping
 from typing import Any, NamedTuple
 
 import grpc
@@ -217,12 +218,20 @@ class CloudClient:
         boundary: TensorSpec | None = None,
     ) -> PendingReply:
         """As :meth:`infer`, but returns at once with the request in flight (``timeout_s``: its gRPC deadline)."""
+        return self.send(split, encode(codec, name, tensor, boundary), timeout_s, codec)
+
+    def send(
+        self, split: int, wire: Mapping[str, np.ndarray], timeout_s: float | None = None, codec: Codec = FP32
+    ) -> PendingReply:
+        """Send tensors already encoded with ``codec`` (:func:`protos.codecs.encode`, the first one compressed
+        as the codec says); returns at once with the request in flight. Retries send the same ``wire`` again,
+        without encoding it again."""
         request = pb.ModelInferRequest(model_name=self.model)
         set_param(request.parameters, params.BUNDLE_HASH, self.bundle_hash)
         set_param(request.parameters, params.SPLIT_POINT, split)
         if codec != FP32:
             set_param(request.parameters, params.CODEC, codec.name)
-        for i, (key, array) in enumerate(encode(codec, name, tensor, boundary).items()):
+        for i, (key, array) in enumerate(wire.items()):
             add_input(request, key, array, codec.compressor if i == 0 else None)
         start = time.perf_counter()
         future = self._stub.ModelInfer.future(request, timeout=timeout_s or self.timeout_s, metadata=self._metadata)

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from protos.bundle import Bundle, Manifest
-from protos.preprocessing import ImageError, Preprocessor, decode_image
+from protos.preprocessing import ImageError, Preprocessor, decode_image, frames_of
 
 __all__ = ["Inputs", "is_encoded"]
 
@@ -72,6 +72,26 @@ class Inputs:
                 f" {x.dtype} {list(x.shape)}"
             )
         return np.ascontiguousarray(x, dtype=np.float32)
+
+    def frame(self, x: Any, codec: str = "an image codec") -> np.ndarray:
+        """One sample as the uint8 RGB frame ``[1, H, W, 3]`` an image codec encodes: a frame as it is, an encoded
+        image decoded (to be encoded again at the codec's quality). A model-ready tensor cannot be: ImageError."""
+        if self.preprocessor is None:
+            raise ImageError(f"codec {codec!r} sends an image, but this bundle takes {self.expected()}")
+        if is_encoded(x):
+            return frames_of(decode_image(x))
+        x = np.asarray(x)
+        if x.dtype != np.uint8 or x.ndim not in (3, 4) or x.shape[-1] != 3 or (x.ndim == 4 and len(x) != 1):
+            raise ImageError(
+                f"codec {codec!r} encodes the device's frame: give a uint8 RGB frame [H, W, 3] or an encoded image;"
+                f" got {x.dtype} {list(x.shape)} (a model-ready tensor cannot be sent as an image: use a tensor"
+                " codec such as fp32 for it)"
+            )
+        return frames_of(x)
+
+    def preprocess(self, frames: np.ndarray) -> np.ndarray:
+        """uint8 frames ``[N, H, W, 3]`` -> the model input, through the bundle's preprocessing graph."""
+        return self._frames(frames)
 
     def batch(self, x: Any) -> np.ndarray:
         """A batch -> ``[N, *sample]`` float32: model-ready ``[N, *sample]``, frames ``[N, H, W, 3]`` uint8, or a

@@ -11,7 +11,10 @@ Expected latency of a candidate, for a network of bandwidth ``B`` (bits/s) and r
 * a sample that is offloaded costs the edge work up to the split (exit heads passed included), the encode, one
   round trip, ``8 * bytes / B`` for the request and ``8 * response_bytes / B_down`` for the reply, the decode
   and the cloud tail;
-* the expectation weighs each by the fraction of samples that takes it.
+* the expectation weighs each by the fraction of samples that takes it;
+* on an image bundle profiled with its photos, every route first pays the edge's preprocessing of the frame,
+  except an image codec's at split point 0 (``jpeg90``, ``png``): it encodes the frame instead, and the cloud
+  decodes and preprocesses it (in its ``decode_ms``).
 
 Expected energy of a candidate (mJ per inference), given an :class:`Energy` (the device's compute power and the
 link's radio model, :mod:`edge.energy`): ``compute_w`` times the expected edge compute time (segments, exit heads
@@ -36,6 +39,7 @@ from dataclasses import dataclass, field
 
 from edge.energy import RadioModel
 from protos.bundle import Manifest
+from protos.codecs import Codec
 
 __all__ = [
     "OBJECTIVES",
@@ -76,13 +80,15 @@ class Network:
 @dataclass(frozen=True)
 class WireCost:
     """One codec at one split point: bytes per request, edge encode ms, cloud decode ms, the hybrid's accuracy
-    with this codec and exits off (``accuracy``) and on (``accuracy_exits``; default: the same)."""
+    with this codec and exits off (``accuracy``) and on (``accuracy_exits``; default: the same). ``from_frame``:
+    the codec sends the device's frame (an image codec), so the edge does not preprocess it."""
 
     bytes: float
     encode_ms: float
     decode_ms: float
     accuracy: float
     accuracy_exits: float | None = None
+    from_frame: bool = False
 
 
 @dataclass(frozen=True)
@@ -109,13 +115,15 @@ class SplitCost:
 
 @dataclass(frozen=True)
 class CostModel:
-    """Everything the planner needs, as profiled. ``response_bytes``: the reply (logits plus framing)."""
+    """Everything the planner needs, as profiled. ``response_bytes``: the reply (logits plus framing);
+    ``preprocess_ms``: the edge's preprocessing of a frame (0: not profiled, or the inputs are model-ready)."""
 
     segment_ms: Sequence[float]
     exits: Sequence[ExitCost]
     splits: Sequence[SplitCost]
     accuracy_full: float
     response_bytes: float = 64.0
+    preprocess_ms: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -152,11 +160,13 @@ class Candidate:
         return f"split {self.split}, {self.codec}, {'exits' if self.exits else 'no exits'}"
 
 
-def _edge_walk(costs: CostModel, split: int, exits: bool) -> tuple[float, float, float]:
-    """(expected edge ms of the samples that exit, edge ms up to the split, fraction answered by exits)."""
+def _edge_walk(costs: CostModel, split: int, exits: bool, codec: str = "-") -> tuple[float, float, float]:
+    """(expected edge ms of the samples that exit, edge ms up to the split, fraction answered by exits). The edge
+    preprocesses a frame first, except on a route that sends the frame itself (an image codec at split 0)."""
     n = len(costs.segment_ms)
     heads = {e.after_segment: e for e in costs.exits} if exits else {}
-    spent, expected, exited = 0.0, 0.0, 0.0
+    from_frame = split < n and _wire(costs, split, codec).from_frame
+    spent, expected, exited = (0.0 if from_frame else costs.preprocess_ms), 0.0, 0.0
     for i in range(split):
         spent += costs.segment_ms[i]
         head = heads.get(i)
@@ -180,7 +190,7 @@ def expected_latency_ms(
 ) -> tuple[float, float, float]:
     """(expected latency in ms, fraction answered by exits, fraction offloaded) of one configuration."""
     sc = _split(costs, split)
-    expected, spent, exited = _edge_walk(costs, split, exits)
+    expected, spent, exited = _edge_walk(costs, split, exits, codec)
     rest = max(0.0, 1.0 - exited)
     if split == len(costs.segment_ms):
         return expected + rest * spent, exited, 0.0
@@ -200,7 +210,7 @@ def expected_energy_mj(costs: CostModel, energy: Energy, split: int, codec: str,
     """Expected mJ per inference: compute power x expected edge compute ms + the offloaded share of the radio's
     energy for one request and its reply."""
     _split(costs, split)
-    expected, spent, exited = _edge_walk(costs, split, exits)
+    expected, spent, exited = _edge_walk(costs, split, exits, codec)
     rest = max(0.0, 1.0 - exited)
     if split == len(costs.segment_ms):
         return energy.compute_w * (expected + rest * spent)
@@ -295,17 +305,23 @@ def cost_model(manifest: Manifest) -> CostModel:
         if sp.index == n:
             splits.append(SplitCost(sp.index, accuracy_exits=c.get("accuracy_exits")))
             continue
-        wire = {
-            codec: WireCost(
+        wire = {}
+        for name, w in c["wire"].items():
+            codec = Codec.parse(name)
+            wire[name] = WireCost(
                 w["bytes"],
                 w["encode_ms"],
-                w["decode_ms"] + c["cloud_ms"][codec.partition("+")[0]],  # parse + the tail for that format
+                w["decode_ms"] + c["cloud_ms"][codec.tail],  # parse (+ decode an image) + the tail it feeds
                 w["accuracy"],
                 w["accuracy_exits"],
+                from_frame=codec.image,
             )
-            for codec, w in c["wire"].items()
-        }
         splits.append(SplitCost(sp.index, 0.0, wire))
     return CostModel(
-        tuple(p["segment_ms"]), exits, tuple(splits), float(p["accuracy_full"]), float(p["response_bytes"])
+        tuple(p["segment_ms"]),
+        exits,
+        tuple(splits),
+        float(p["accuracy_full"]),
+        float(p["response_bytes"]),
+        float(p.get("preprocess_ms", 0.0)),
     )

@@ -45,7 +45,7 @@ from edge.offload import Offload
 from edge.policy import Criterion, confident, criterion, softmax
 from edge.retry import RetryPolicy
 from protos.bundle import Bundle, Exit
-from protos.codecs import Codec
+from protos.codecs import Codec, encode
 
 __all__ = ["Answer", "EdgeRuntime", "Route"]
 
@@ -99,11 +99,13 @@ class _ExitGate:
 @dataclass
 class _Run:
     """One request's local progress: ``tensors[i]`` is segment ``i``'s input (``tensors[0]`` the sample);
-    ``candidates`` the exit heads evaluated, as (confidence key, answer)."""
+    ``candidates`` the exit heads evaluated, as (confidence key, answer). On an image codec's route ``frame``
+    is the device's frame and ``tensors`` starts empty: the sample is preprocessed only if the edge needs it."""
 
     tensors: list[np.ndarray]
     deadline: float
     candidates: list[tuple[float, Answer]] = field(default_factory=list)
+    frame: np.ndarray | None = None
 
     @property
     def done(self) -> int:
@@ -256,7 +258,13 @@ class EdgeRuntime:
                 f" use split {self._n} for edge-only"
             )
         chosen = Codec.parse(codec or point.codec)
-        if split < self._n and chosen.format not in point.tails:
+        if chosen.image and chosen.format not in point.images:
+            takes = f"it takes {list(point.images)}" if point.images else "this bundle's split points take none"
+            raise EdgeError(
+                f"codec {chosen.name!r} sends the frame as an image, at split point 0 of a bundle that declares it;"
+                f" {takes} at split point {split}"
+            )
+        if split < self._n and chosen.format not in point.tails and not chosen.image:
             raise EdgeError(f"split point {split} has no tail for {chosen.format!r}; formats: {sorted(point.tails)}")
         return Route(split, chosen, exits)
 
@@ -265,11 +273,16 @@ class EdgeRuntime:
         fails it, from the edge, degraded (see the module's docstring). ``deadline_ms`` overrides the runtime's.
 
         ``x`` is the model-ready tensor or, for a bundle with image preprocessing, a uint8 RGB frame ``[H, W, 3]``
-        or an encoded image's bytes (:mod:`edge.inputs`); preprocessing counts in ``latency_ms``."""
+        or an encoded image's bytes (:mod:`edge.inputs`); preprocessing counts in ``latency_ms``. An image codec's
+        route (``jpeg90``, ``png`` at split point 0) encodes the frame instead (an image given as bytes is decoded
+        and re-encoded at the codec's quality), and that counts; it cannot encode a model-ready tensor."""
         start = self._clock()
         deadline = start + (self._deadline_s if deadline_ms is None else _deadline_s(deadline_ms))
         route = self._route  # one read: a concurrent switch never mixes two routes in one request
-        run = _Run([self.inputs.one(x)], deadline)
+        if route.codec.image:
+            run = _Run([], deadline, frame=self.inputs.frame(x, route.codec.name))
+        else:
+            run = _Run([self.inputs.one(x)], deadline)
         offload: Offload | None = None
         answer = self._head(run, route)
         if answer is None:
@@ -289,6 +302,9 @@ class EdgeRuntime:
 
     def _step(self, run: _Run, check_exits: bool) -> Answer | None:
         """Run the next segment (and its exit head when ``check_exits``): the exit's answer when confident."""
+        if not run.tensors:  # an image codec's route fell back: the edge preprocesses its frame after all
+            assert run.frame is not None
+            run.tensors.append(self.inputs.preprocess(run.frame))
         i = run.done
         run.tensors.append(self._segments[i].run(None, {self.manifest.segments[i].input.name: run.tensors[i]})[0])
         if check_exits and i in self._exits and i + 1 < self._n:
@@ -313,10 +329,12 @@ class EdgeRuntime:
         if not self.breaker.allow():
             self._maybe_probe()
             return None, self._fallback(run, route, "breaker_open")
-        cloud, tensor, name = self._cloud, run.tensors[-1], self.manifest.split_point(route.split).tensor.name
+        cloud, name = self._cloud, self.manifest.split_point(route.split).tensor.name
         boundary = self.manifest.segments[route.split].input  # uint8 on an int8 edge: encode() knows
+        sample = run.frame if route.codec.image and run.frame is not None else run.tensors[-1]
+        wire = encode(route.codec, name, sample, boundary)  # once: a retry sends the same bytes
         offload = Offload(
-            lambda timeout_s: cloud.infer_async(route.split, name, tensor, timeout_s, route.codec, boundary),
+            lambda timeout_s: cloud.send(route.split, wire, timeout_s, route.codec),
             run.deadline,
             breaker=self.breaker,
             retry=self.retry,

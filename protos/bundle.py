@@ -25,6 +25,7 @@ __all__ = [
     "CRITERIA",
     "EDGE_PRECISIONS",
     "FORMAT_VERSION",
+    "IMAGE_FORMATS",
     "MANIFEST",
     "WIRE_FORMATS",
     "Bundle",
@@ -130,6 +131,10 @@ class Exit:
 WIRE_FORMATS = ("fp32", "fp16", "int8", "int8c")
 """How the split tensor travels: float32, float16, int8 affine per tensor, int8 affine per channel (axis 1)."""
 
+IMAGE_FORMATS = ("jpeg", "png")
+"""How split point 0 of an image bundle can travel instead: the device's frame as an encoded image, which the cloud
+decodes and runs through the bundle's preprocessing graph and the fp32 tail (:mod:`protos.codecs`)."""
+
 
 @dataclass(frozen=True)
 class SplitPoint:
@@ -139,7 +144,9 @@ class SplitPoint:
     tail). ``name`` is the boundary's name in the traced model (``input`` and ``output`` at the ends).
     ``tensor`` is the float32 tensor at the boundary; ``tails`` maps each wire format the cloud accepts
     (:data:`WIRE_FORMATS`) to the ONNX file of the fused tail that takes it; ``codec`` is the default codec,
-    a wire format optionally followed by ``+zstd`` or ``+lz4``.
+    a wire format optionally followed by ``+zstd`` or ``+lz4``. ``images`` lists the :data:`IMAGE_FORMATS`
+    the cloud also takes there (split point 0 of a bundle with image preprocessing only): the encoded frame
+    travels, and the cloud decodes it, runs ``preprocess.onnx`` and the fp32 tail.
     """
 
     index: int
@@ -148,10 +155,18 @@ class SplitPoint:
     codec: str = "fp32"
     tails: Mapping[str, str] = field(default_factory=dict)
     cost: Mapping[str, Any] | None = None
+    images: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         bad = sorted(set(self.tails) - set(WIRE_FORMATS))
         _require(not bad, f"split point {self.index}: unknown wire formats {bad}; valid: {list(WIRE_FORMATS)}")
+        object.__setattr__(self, "images", tuple(self.images))
+        bad = sorted(set(self.images) - set(IMAGE_FORMATS))
+        _require(not bad, f"split point {self.index}: unknown image formats {bad}; valid: {list(IMAGE_FORMATS)}")
+        _require(
+            not self.images or (self.index == 0 and "fp32" in self.tails),
+            f"split point {self.index}: only split point 0 (with an fp32 tail) takes encoded images",
+        )
 
     @property
     def tail(self) -> str | None:
@@ -203,6 +218,11 @@ class Manifest:
         for sp in self.split_points:
             _require(0 <= sp.index <= n, f"split point {sp.index} not in 0..{n}")
             _require(sp.tail is not None or sp.index == n, f"split point {sp.index} has no fp32 tail")
+            _require(
+                not sp.images or self.preprocessing.get("kind") == "image",
+                f"split point {sp.index} takes encoded images {list(sp.images)} but the bundle has no image"
+                " preprocessing to run on them",
+            )
         self.split_point(self.default_split)
 
     @property
@@ -271,7 +291,13 @@ class Manifest:
                 exits=tuple(Exit(**e) for e in data["exits"]),
                 split_points=tuple(
                     SplitPoint(
-                        sp["index"], sp["name"], _tensor(sp["tensor"]), sp["codec"], dict(sp["tails"]), sp.get("cost")
+                        sp["index"],
+                        sp["name"],
+                        _tensor(sp["tensor"]),
+                        sp["codec"],
+                        dict(sp["tails"]),
+                        sp.get("cost"),
+                        tuple(sp.get("images", ())),
                     )
                     for sp in data["split_points"]
                 ),

@@ -38,6 +38,7 @@ __all__ = [
     "Preprocessing",
     "Preprocessor",
     "decode_image",
+    "encode_image",
     "frames_of",
     "graph_session",
 ]
@@ -116,17 +117,50 @@ class Preprocessing:
             raise ValueError(f"malformed preprocessing record {dict(record)}: {exc}") from None
 
 
-def decode_image(data: bytes | bytearray | memoryview, name: str = "image") -> np.ndarray:
-    """An encoded image (JPEG, PNG, WebP, …) -> uint8 RGB ``[H, W, 3]``; :class:`ImageError` names what failed."""
+def decode_image(
+    data: bytes | bytearray | memoryview,
+    name: str = "image",
+    formats: tuple[str, ...] | None = None,
+    max_pixels: int | None = None,
+) -> np.ndarray:
+    """An encoded image (JPEG, PNG, WebP, …) -> uint8 RGB ``[H, W, 3]``; :class:`ImageError` names what failed.
+
+    ``formats``: the Pillow format names accepted (e.g. ``("JPEG",)``; default: any Pillow reads);
+    ``max_pixels``: refuse larger images before decoding them (default: Pillow's decompression-bomb limit).
+    """
     from PIL import Image, ImageOps, UnidentifiedImageError
 
     try:
-        with Image.open(io.BytesIO(data)) as image:
+        with Image.open(io.BytesIO(data), formats=formats) as image:
+            if max_pixels is not None and image.width * image.height > max_pixels:
+                raise ImageError(f"{name}: {image.width}x{image.height} pixels is more than the {max_pixels} allowed")
             image.load()
             upright = ImageOps.exif_transpose(image)
             return np.asarray(upright.convert("RGB"))
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
-        raise ImageError(f"{name}: not a readable image ({type(exc).__name__}: {exc})") from None
+        if isinstance(exc, ImageError):
+            raise
+        wanted = f" {'/'.join(formats)}" if formats else ""
+        raise ImageError(f"{name}: not a readable{wanted} image ({type(exc).__name__}: {exc})") from None
+
+
+def encode_image(frame: np.ndarray, fmt: str, quality: int | None = None) -> bytes:
+    """A uint8 RGB frame ``[H, W, 3]`` -> ``fmt`` (``"jpeg"`` at ``quality`` 1..100, or lossless ``"png"``).
+
+    JPEG: Pillow's libjpeg-turbo, 4:2:0 chroma subsampling (its default), no optimised Huffman tables, no
+    metadata. PNG: zlib level 6 (Pillow's default), no metadata.
+    """
+    from PIL import Image
+
+    image = Image.fromarray(frames_of(frame)[0])
+    out = io.BytesIO()
+    if fmt == "jpeg":
+        image.save(out, "JPEG", quality=quality)
+    elif fmt == "png":
+        image.save(out, "PNG")
+    else:
+        raise ValueError(f"unknown image format {fmt!r}; valid: 'jpeg', 'png'")
+    return out.getvalue()
 
 
 def frames_of(frame: np.ndarray, name: str = "frame") -> np.ndarray:

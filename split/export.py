@@ -16,7 +16,17 @@ import onnx
 import torch
 from torch import nn
 
-from protos.bundle import EDGE_PRECISIONS, WIRE_FORMATS, Exit, Manifest, Segment, SplitPoint, TensorSpec, write_manifest
+from protos.bundle import (
+    EDGE_PRECISIONS,
+    IMAGE_FORMATS,
+    WIRE_FORMATS,
+    Exit,
+    Manifest,
+    Segment,
+    SplitPoint,
+    TensorSpec,
+    write_manifest,
+)
 from protos.codecs import Codec
 from protos.preprocessing import Preprocessing
 from split.calibrate import Calibration
@@ -86,7 +96,9 @@ def export_bundle(
 
     Files: ``segments/seg{i}.onnx`` (edge), ``exits/{name}.onnx`` (edge), ``tails/tail{k}.onnx`` (cloud: the
     segments from ``k`` on, chained into one graph (:mod:`split.chain`), for every split point ``k`` that offloads) and
-    ``tails/tail{k}.{format}.onnx`` taking each other wire format. ``codec`` is the edge's default codec.
+    ``tails/tail{k}.{format}.onnx`` taking each other wire format. ``codec`` is the edge's default codec. With
+    image ``preprocessing``, split point 0 also takes the frame as JPEG or PNG (``images``: the cloud decodes it
+    and runs ``preprocess.onnx`` before the fp32 tail).
     ``edge_precision="int8"`` quantizes the segments and exits (:mod:`split.quantize`), calibrated on
     ``calibration_inputs`` (model inputs); the tails stay float32.
     """
@@ -109,10 +121,11 @@ def export_bundle(
         export_onnx(head, shapes[after + 1], out / exits[-1].file, specs[after + 1].name, f"{name}_logits")
     graphs = [onnx.load(str(out / s.file)) for s in segments]  # before compaction: the tails keep the names
     split_points = []
+    images = IMAGE_FORMATS if Preprocessing.from_manifest(preprocessing or {}) is not None else ()
     for k in range(n + 1):
         tails = _write_tails(out, graphs, k) if k < n else {}
         name = "input" if k == 0 else ("output" if k == n else net.boundary_names[k - 1])
-        split_points.append(SplitPoint(k, name, specs[k], codec, tails))
+        split_points.append(SplitPoint(k, name, specs[k], codec, tails, images=images if k == 0 else ()))
     _finish_device_graphs(out, [s.file for s in segments] + [e.file for e in exits], preprocessing, specs[0].name)
     manifest = Manifest(
         model=model_name,

@@ -246,6 +246,10 @@ def _print_bundle(bundle: Bundle, out: Path) -> None:
         f"bundle {out}: {m.model}, {len(m.segments)} segments ({m.edge_precision} edge),"
         f" split points {list(m.split_indices)}"
     )
+    images = m.split_points[0].images
+    if images:
+        names = ", ".join("jpeg<Q> (e.g. jpeg90)" if fmt == "jpeg" else fmt for fmt in images)
+        print(f"  split point 0 codecs: {', '.join(sorted(m.split_points[0].tails))}, and the frame itself as {names}")
     for e in m.exits:
         stats = dict(e.calibration)
         print(f"  {e.name} after segment {e.after_segment}: {e.criterion} threshold {e.threshold:.4f},"
@@ -254,6 +258,7 @@ def _print_bundle(bundle: Bundle, out: Path) -> None:
 
 def _print_models(models: list[TritonModel], repo: Path) -> None:
     print(f"Triton model repository {repo}: {len(models)} models (tritonserver --model-repository {repo})")
+    print("  (split point 0's image codecs, jpeg<Q> and png, are not exported: serve them with `edgesplit cloud`)")
     for model in models:
         batching = "not batched" if model.unbatched else "dynamic batching"
         print(f"  {model.name}: split point {model.split}, {model.format}, {batching}")

@@ -7,6 +7,11 @@ sample (the edge answers one request at a time):
 * per split point and wire format: the cloud tail's latency (``--cloud-threads``);
 * per split point and codec: bytes on the wire, the edge's encode + request serialisation, the cloud's
   request parsing + decompression, and the accuracy on the calibration split with exits off and on;
+* given the calibration photos as uint8 RGB frames (an image bundle): the edge's preprocessing of a frame, and at
+  split point 0 the image codecs (``jpeg90``, ``png``: :mod:`protos.codecs`) in the same shape as the others:
+  bytes (mean over the photos), the edge's encode, the cloud's parse + decode + preprocessing (``decode_ms``)
+  and the accuracy. Their ``cloud_ms`` is the fp32 tail's. The encode times cycle through the photos (they
+  differ in size and content); the other codecs time the first sample.
 * per exit: the exit rate and accuracy as its threshold sweeps, and at every split point the exit rates at the
   calibrated thresholds (what the planner weighs latencies with).
 
@@ -16,6 +21,7 @@ The content hash covers the model files only, so a profiled bundle still matches
 from __future__ import annotations
 
 import argparse
+import itertools
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import replace
@@ -31,16 +37,18 @@ from edge.devices import DEVICES, device
 from edge.policy import confident, criterion, softmax
 from protos import inference_pb2 as pb
 from protos.bundle import Bundle, Manifest, TensorSpec, write_manifest
-from protos.codecs import Codec, decode, encode
-from protos.preprocessing import Preprocessing
+from protos.codecs import IMAGE_INPUT, Codec, decode, decode_images, encode
+from protos.preprocessing import Preprocessing, Preprocessor, decode_image, frames_of
 from protos.tensors import add_input, add_output, request_inputs
 from split import reference
 from split.datacli import add_data_arguments, load_args_data
 from split.samples import Samples
 
-__all__ = ["PROFILED_CODECS", "add_arguments", "profile_bundle", "run"]
+__all__ = ["PROFILED_CODECS", "PROFILED_IMAGE_CODECS", "add_arguments", "calibration_frames", "profile_bundle", "run"]
 
 PROFILED_CODECS = ("fp32", "fp16", "int8", "int8c", "int8+zstd", "int8+lz4")
+PROFILED_IMAGE_CODECS = ("jpeg90", "png")
+"""Split point 0's image codecs, profiled when the calibration photos are given as frames."""
 
 
 def _session(path: Path, threads: int) -> ort.InferenceSession:
@@ -112,17 +120,21 @@ def profile_bundle(
     edge_slowdown: float = 1.0,
     device_name: str | None = None,
     host_reference_ms: float | None = None,
+    frames: Sequence[np.ndarray] | None = None,
+    image_codecs: Sequence[str] = PROFILED_IMAGE_CODECS,
 ) -> Manifest:
     """Measure ``bundle`` on samples ``x`` with labels ``y`` (the calibration split) and write the costs.
 
     ``edge_slowdown`` times the edge's segments and exit heads on an emulated device that many times slower than
-    this host (:mod:`edge.device`), as the edge runtime with the same ``slowdown`` runs them. ``device_name``
-    (:mod:`edge.devices`) instead sets that factor to the device's published reference latency over this host's
-    (``host_reference_ms``, else measured here at ``edge_threads``) and records both in the profile.
+    this host (:mod:`edge.device`), as the edge runtime with the same ``slowdown`` runs them (not the encoders
+    or the preprocessing: the runtime does not slow those either). ``device_name`` (:mod:`edge.devices`)
+    instead sets that factor to the device's published reference latency over this host's
+    (``host_reference_ms``, else measured here at ``edge_threads``) and records both in the profile. ``frames``:
+    the same calibration samples as the uint8 RGB frames ``[H, W, 3]`` they were made from (in ``y``'s order);
+    with them, an image bundle's preprocessing and split point 0's ``image_codecs`` are profiled too.
     """
     record = _device_record(device_name, edge_threads, host_reference_ms, edge_slowdown)
-    if record is not None:
-        edge_slowdown = record["factor"]
+    edge_slowdown = record["factor"] if record else edge_slowdown
     m = bundle.manifest
     n = len(m.segments)
     segments = [_session(bundle.file(s.file), edge_threads) for s in m.segments]
@@ -165,6 +177,8 @@ def profile_bundle(
             cost["cloud_ms"], cost["wire"] = _split_costs(
                 bundle, sp.index, bounds[sp.index], y, exit_preds, offloaded, codecs, runs, cloud_threads
             )
+            if sp.images and frames is not None:
+                cost["wire"].update(_image_costs(bundle, frames, y, image_codecs, runs, cloud_threads))
         split_points.append(replace(sp, cost=cost))
     response = pb.ModelInferResponse(model_name=m.model)
     add_output(response, m.output.name, final[:1])
@@ -181,6 +195,8 @@ def profile_bundle(
         "response_bytes": response.ByteSize(),
         "exit_sweep": sweeps,
     }
+    if frames is not None and m.preprocessing.get("kind") == "image":
+        profile["preprocess_ms"] = _preprocess_ms(bundle, frames, runs, edge_threads)
     return write_manifest(bundle.root, replace(m, split_points=tuple(split_points), profile=profile))
 
 
@@ -231,6 +247,64 @@ def _split_costs(
     return cloud_ms, wire
 
 
+def _cycled_ms(fn: Callable[[int], object], count: int, runs: int) -> float:
+    """The median ms of ``fn(i)`` over ``runs`` calls, ``i`` cycling through ``0..count-1`` (warmed up)."""
+    calls = itertools.count()
+    return _median_ms(lambda: fn(next(calls) % count), runs)
+
+
+def _preprocess_ms(bundle: Bundle, frames: Sequence[np.ndarray], runs: int, threads: int) -> float:
+    """The edge's preprocessing of one frame (the bundle's graph), median over the photos."""
+    pre = Preprocessor.load(bundle, threads)
+    assert pre is not None  # an image bundle
+    return _cycled_ms(lambda i: pre(frames[i]), len(frames), runs)
+
+
+def _image_costs(
+    bundle: Bundle, frames: Sequence[np.ndarray], y: np.ndarray, codecs: Sequence[str], runs: int, threads: int
+) -> dict[str, dict[str, float]]:
+    """Split point 0's image codecs: each frame encoded as the edge sends it, decoded and preprocessed as the
+    cloud does, run by the fp32 tail."""
+    sp = bundle.manifest.split_point(0)
+    pre, tail = Preprocessor.load(bundle, threads), _session(bundle.file(sp.tails["fp32"]), threads)
+    assert pre is not None  # the manifest allows images only with preprocessing
+    if len(frames) != len(y):
+        raise ValueError(f"{len(frames)} frames for {len(y)} calibration samples: give one frame per sample")
+
+    def edge(codec: Codec, i: int) -> bytes:
+        return _request(codec, IMAGE_INPUT, frames_of(frames[i]))
+
+    def cloud(codec: Codec, raws: list[bytes], i: int) -> np.ndarray:
+        return pre(decode_images(_parse(raws[i]), codec)[0])
+
+    wire = {}
+    for name in codecs:
+        codec = Codec.parse(name)
+        if not codec.image or codec.format not in sp.images:
+            raise ValueError(f"{name!r} is not an image codec of split point 0; it takes {list(sp.images)}")
+        raws = [edge(codec, i) for i in range(len(frames))]
+        sizes = [sum(len(r) for r in pb.ModelInferRequest.FromString(raw).raw_input_contents) for raw in raws]
+        preds = _batched(tail, np.concatenate([cloud(codec, raws, i) for i in range(len(raws))])).argmax(-1)
+        accuracy = float((preds == y).mean())
+        wire[codec.name] = {
+            "bytes": float(np.mean(sizes)),
+            "encode_ms": _cycled_ms(partial(edge, codec), len(frames), runs),
+            "decode_ms": _cycled_ms(partial(cloud, codec, raws), len(raws), runs),
+            "accuracy": accuracy,
+            "accuracy_exits": accuracy,  # no exit before split point 0
+        }
+    return wire
+
+
+def calibration_frames(data_root: Path | None, x: Samples) -> list[np.ndarray] | None:
+    """The calibration photos as uint8 RGB frames, read again from ``--data``'s folder (their files are named
+    in the samples); None when they cannot be (a built-in set, an .npz)."""
+    files = [x.file(i) for i in range(len(x))] if hasattr(x, "file") else []
+    if data_root is None or not data_root.is_dir() or not files or None in files:
+        return None
+    return [decode_image((data_root / str(f)).read_bytes(), str(f)) for f in files]
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The subcommand's options."""
     parser.add_argument("--bundle", type=Path, required=True, metavar="DIR", help="the bundle to profile (in place)")
@@ -239,6 +313,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--cache-dir", type=Path, default=None, help="--data: the crop cache (default: $EDGESPLIT_CACHE)"
     )
     parser.add_argument("--runs", type=int, default=50, help="timed runs per measurement (median)")
+    parser.add_argument(
+        "--image-codecs",
+        nargs="*",
+        default=list(PROFILED_IMAGE_CODECS),
+        metavar="CODEC",
+        help="split point 0 of an image bundle: the image codecs to profile (png, jpeg<Q>; default %(default)s)",
+    )
     parser.add_argument("--edge-threads", type=int, default=1)
     parser.add_argument("--cloud-threads", type=int, default=1)
     parser.add_argument(
@@ -261,6 +342,9 @@ def run(args: argparse.Namespace) -> int:
     if args.device is not None:
         device(args.device).reference_ms(args.edge_threads)  # a bad name or thread count fails before the data loads
     data = load_args_data(args, Preprocessing.from_manifest(bundle.manifest.preprocessing))
+    frames = calibration_frames(args.data, data.x_cal) if bundle.manifest.split_points[0].images else None
+    if bundle.manifest.split_points[0].images and frames is None:
+        print("split point 0's image codecs are not profiled: they need the photos (--data FOLDER)")
     m = profile_bundle(
         bundle,
         data.x_cal,
@@ -270,6 +354,8 @@ def run(args: argparse.Namespace) -> int:
         cloud_threads=args.cloud_threads,
         edge_slowdown=args.edge_slowdown,
         device_name=args.device,
+        frames=frames,
+        image_codecs=args.image_codecs,
     )
     p = m.profile
     slow = f", edge emulated {p['edge_slowdown']:g}x slower than this host" if p["edge_slowdown"] != 1 else ""
@@ -280,13 +366,15 @@ def run(args: argparse.Namespace) -> int:
             f" the reference model at {d['threads']} thread(s) = {d['factor']:.2f}x"
         )
     print(f"{m.model}: {p['samples']} calibration samples, median of {p['runs']} runs{slow}")
+    if "preprocess_ms" in p:
+        print(f"edge preprocessing ms: {p['preprocess_ms']:.3f}")
     print("edge segments ms: " + ", ".join(f"{v:.3f}" for v in p["segment_ms"]))
     print("edge exits ms:    " + ", ".join(f"{k} {v:.3f}" for k, v in p["exit_ms"].items()))
     head = f"{'split':>5} {'codec':<10} {'bytes':>8} {'enc ms':>7} {'dec ms':>7} {'tail ms':>8} {'acc':>7}"
     print(f"\n{head} {'acc+exits':>9}")
     for sp in m.split_points:
         for codec, w in (sp.cost or {}).get("wire", {}).items():
-            tail = sp.cost["cloud_ms"][Codec.parse(codec).format]  # type: ignore[index]
+            tail = sp.cost["cloud_ms"][Codec.parse(codec).tail]  # type: ignore[index]
             print(
                 f"{sp.index:>5} {codec:<10} {w['bytes']:>8.0f} {w['encode_ms']:>7.3f} {w['decode_ms']:>7.3f}"
                 f" {tail:>8.3f} {100 * w['accuracy']:>6.2f}% {100 * w['accuracy_exits']:>8.2f}%"

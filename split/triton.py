@@ -7,6 +7,10 @@ tails also take a scale and a zero point that have no batch dimension: they hold
 channel), so requests must not be merged; those models get ``max_batch_size: 0`` (whole shapes, ``-1`` for the
 batch), and their ``config.pbtxt`` says why.
 
+Split point 0's image codecs (``jpeg<Q>``, ``png``: :mod:`protos.codecs`) have no model here: decoding an image
+needs Triton's Python backend or DALI, which this export does not write. An edge that offloads to Triton uses a
+tensor codec at split point 0 (the preprocessed ``input``); ``edgesplit cloud`` serves both.
+
 Torch- and onnx-free: the tails' inputs follow from the manifest and the wire formats, so a bundle converts
 wherever edgesplit's runtime is installed.
 

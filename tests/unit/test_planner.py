@@ -161,3 +161,40 @@ def test_the_energy_objective_needs_an_energy_model_and_a_known_objective() -> N
         plan(COSTS, SLOW, objective="speed")
     with pytest.raises(ValueError, match="compute power must be > 0 W"):
         Energy(0.0, ENERGY.radio)
+
+
+# An image bundle: the edge preprocesses a frame in 4 ms before any route, except jpeg90 at split 0, which encodes
+# the frame (1 ms, 1000 bytes) and leaves the decoding and preprocessing to the cloud (0.5 ms).
+IMAGES = CostModel(
+    segment_ms=(2.0, 3.0, 5.0),
+    exits=(),
+    splits=(
+        SplitCost(
+            0,
+            cloud_ms=1.0,
+            wire={
+                "fp32": WireCost(3136, 0.0, 0.0, 0.90),
+                "jpeg90": WireCost(1000, 1.0, 0.5, 0.895, from_frame=True),
+            },
+        ),
+        SplitCost(3),
+    ),
+    accuracy_full=0.90,
+    response_bytes=0,
+    preprocess_ms=4.0,
+)
+
+
+def test_an_image_codec_skips_the_edges_preprocessing_and_pays_its_encode() -> None:
+    net = Network(8e6, 10.0)
+    # jpeg90: encode 1 + rtt 10 + 1000 bytes 1 + decode 0.5 (the cloud's preprocessing in it) + tail 1; the edge
+    # does not preprocess
+    assert expected_latency_ms(IMAGES, net, 0, "jpeg90", False)[0] == pytest.approx(13.5)
+    # fp32 at split 0: preprocess 4 + rtt 10 + 3136 bytes 3.136 + tail 1
+    assert expected_latency_ms(IMAGES, net, 0, "fp32", False)[0] == pytest.approx(18.136)
+    # edge only: preprocess 4 + 10 ms of segments
+    assert expected_latency_ms(IMAGES, net, 3, "-", False)[0] == pytest.approx(14.0)
+    listed = candidates(IMAGES, net)
+    assert [(c.split, c.codec) for c in listed] == [(0, "jpeg90"), (3, "-"), (0, "fp32")]
+    assert plan(IMAGES, net, budget=0.01).codec == "jpeg90"
+    assert plan(IMAGES, net, budget=0.001).split == 3  # jpeg's half a point is over a 0.1-point budget
