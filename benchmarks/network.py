@@ -29,6 +29,7 @@ import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -40,8 +41,10 @@ from benchmarks.options import add_budget, add_out, add_training
 from cloud.process import CloudProcess
 from edge.adapt import AdaptiveEdge
 from edge.client import CloudClient
+from edge.devices import DEVICES
+from edge.energy import RadioModel, link_type_of, radio_model
 from edge.evaluate import percentiles
-from edge.planner import Candidate, CostModel, Network, candidates, cost_model, plan
+from edge.planner import Candidate, CostModel, Energy, Network, candidates, cost_model, plan
 from edge.runtime import Answer, EdgeRuntime
 from netsim.profiles import PROFILES, Profile, parse_profile, profile_toxics
 from protos.bundle import Bundle
@@ -56,8 +59,10 @@ __all__ = ["STRATEGIES", "add_arguments", "run"]
 
 STRATEGIES = (
     "edge_only", "cloud_only", "cloud_only_jpeg", "best_split_no_exits", "exits_edge_only", "planned", "oracle",
+    "planned_energy",
 )  # fmt: skip
-"""``cloud_only_jpeg`` only where the bundle has an image codec at split point 0 (an image bundle, profiled)."""
+"""``cloud_only_jpeg`` only where the bundle has an image codec at split point 0 (an image bundle, profiled);
+``planned_energy`` (the planner's least-mJ route within the budget) only where the device has a power figure."""
 
 
 class NetsimControl:
@@ -110,6 +115,8 @@ class _Measured:
     label: str
     latencies: list[float]
     breakdown: dict[str, float]
+    accuracy: float
+    energy_mj: float | None  # per inference: compute power x the edge's measured compute + the radio for the bytes
 
     @property
     def mean(self) -> float:
@@ -120,7 +127,15 @@ def _route(runtime: EdgeRuntime, c: Candidate) -> None:
     runtime.set_route(c.split, c.codec if c.codec != "-" else "fp32", c.exits)
 
 
-def _measure(runtime: EdgeRuntime, samples: np.ndarray, configs: list[Candidate], network: Network) -> list[_Measured]:
+def _measure(
+    runtime: EdgeRuntime,
+    samples: np.ndarray,
+    labels: np.ndarray,
+    configs: list[Candidate],
+    network: Network,
+    energy: Energy | None = None,
+    response_bytes: float = 0.0,
+) -> list[_Measured]:
     """Every configuration on every sample, interleaved (sample by sample, configuration by configuration), so
     that drift on a shared machine weighs on all of them alike; the route switch itself is an attribute swap."""
     for c in configs:  # warm every route (connection, sessions)
@@ -129,16 +144,29 @@ def _measure(runtime: EdgeRuntime, samples: np.ndarray, configs: list[Candidate]
             runtime.infer(x)
     latencies: list[list[float]] = [[] for _ in configs]
     parts = np.zeros((len(configs), 4))
-    for x in samples:
+    correct, joules = np.zeros(len(configs)), np.zeros(len(configs))
+    for x, y in zip(samples, labels, strict=True):
         for j, c in enumerate(configs):
             _route(runtime, c)
             start = time.perf_counter()
             answer = runtime.infer(x)
             latencies[j].append((time.perf_counter() - start) * 1e3)
-            parts[j] += _breakdown(answer, latencies[j][-1], network)
+            split = _breakdown(answer, latencies[j][-1], network)
+            parts[j] += split
+            correct[j] += answer.label == int(y)
+            if energy is not None:
+                radio = energy.radio.energy_mj(answer.bytes_sent + response_bytes) if answer.source == "cloud" else 0
+                joules[j] += energy.compute_w * split[0] + radio
     names = ("edge_compute_ms", "cloud_compute_ms", "transfer_ms", "queueing_ms")
+    n = len(samples)
     return [
-        _Measured(c.label, latencies[j], {k: float(v / len(samples)) for k, v in zip(names, parts[j], strict=True)})
+        _Measured(
+            c.label,
+            latencies[j],
+            {k: float(v / n) for k, v in zip(names, parts[j], strict=True)},
+            float(correct[j] / n),
+            float(joules[j] / n) if energy is not None else None,
+        )
         for j, c in enumerate(configs)
     ]
 
@@ -185,32 +213,38 @@ def _profile_run(
     profile: Profile,
     budget: float,
     oracle_within: float = float("inf"),
+    energy: Energy | None = None,
+    labels: np.ndarray | None = None,
 ) -> dict[str, Any]:
     """Two passes over the same samples. Selection: every configuration expected within ``oracle_within`` of the
     fastest (the strategies' own always), interleaved; the oracle is the best measured one within the accuracy
     budget. Evaluation: the strategies' configurations again, interleaved, and these are the figures reported (the
     minimum of many noisy means is biased low: measuring the winner afresh removes that)."""
     network = _link(client, profile)
-    listed = candidates(costs, network)
+    listed = candidates(costs, network, energy)
     chosen = _strategies(costs, network, budget, listed)
+    if energy is not None:
+        chosen["planned_energy"] = plan(costs, network, budget, objective="energy", energy=energy)
+    labels = np.zeros(len(samples), np.int64) if labels is None else labels
+    measure = partial(_measure, runtime, samples, labels, network=network, energy=energy,
+                      response_bytes=costs.response_bytes)  # fmt: skip
     floor = costs.accuracy_full - budget - 1e-12
     fastest = min(c.latency_ms for c in listed if c.accuracy >= floor)
     shortlist = [c for c in listed if c.accuracy >= floor and c.latency_ms <= oracle_within * fastest]
     shortlist += [c for c in chosen.values() if c not in shortlist]
-    selection = {m.label: m for m in _measure(runtime, samples, shortlist, network)}
+    selection = {m.label: m for m in measure(shortlist)}
     admissible = {c.label for c in shortlist if c.accuracy >= floor}
     oracle_label = min((m for m in selection.values() if m.label in admissible), key=lambda m: m.mean).label
-    labels = {s: oracle_label if s == "oracle" else chosen[s].label for s in STRATEGIES if s in chosen or s == "oracle"}
+    routes = {s: oracle_label if s == "oracle" else chosen[s].label for s in STRATEGIES if s in chosen or s == "oracle"}
     by_label = {c.label: c for c in listed}
-    evaluated = {
-        m.label: m for m in _measure(runtime, samples, [by_label[x] for x in dict.fromkeys(labels.values())], network)
-    }
+    evaluated = {m.label: m for m in measure([by_label[x] for x in dict.fromkeys(routes.values())])}
     out: dict[str, Any] = {}
-    for strategy, label in labels.items():
+    for strategy, label in routes.items():
         m, c = evaluated[label], by_label[label]
         p = percentiles(m.latencies)
         out[strategy] = {"config": m.label, "mean_ms": p["mean"], "p50_ms": p["p50"], "p95_ms": p["p95"], **m.breakdown}
-        out[strategy].update(expected_ms=c.latency_ms, accuracy_expected=c.accuracy)
+        out[strategy].update(expected_ms=c.latency_ms, accuracy_expected=c.accuracy, accuracy=m.accuracy,
+                             energy_mj=m.energy_mj, energy_mj_expected=c.energy_mj)  # fmt: skip
     out["network"] = {"bandwidth_bps": network.bandwidth_bps, "rtt_ms_measured": network.rtt_ms}
     out["selection_pass"] = {label: m.mean for label, m in sorted(selection.items(), key=lambda kv: kv[1].mean)}
     out["shortlist"] = len(shortlist)
@@ -330,10 +364,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--dataset", default="fashion-mnist", choices=["digits", "fashion-mnist"])
     group.add_argument("--family", default="mobilenetv2", choices=sorted(SIZES), help="model family (network)")
     group.add_argument(
+        "--device",
+        default=None,
+        metavar="NAME",
+        help=f"the emulated edge device ({', '.join(DEVICES)}; default: cortex-m4, with --pretrained rpi4)",
+    )
+    group.add_argument(
         "--edge-slowdown",
         type=float,
-        default=1000.0,
-        help="emulate an edge device this many times slower than this host (default %(default)s: an MCU-class node)",
+        default=None,
+        help="instead of --device: an edge this many times slower than this host (experiments)",
     )
     group.add_argument("--adapt-requests", type=int, default=300, help="requests in the adaptation run")
     group.add_argument(
@@ -341,6 +381,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=float,
         default=3.0,
         help="the oracle measures every configuration expected within this factor of the fastest (default %(default)s)",
+    )
+    group.add_argument("--compute-w", type=float, default=None, help="the device's compute power (default: its own)")
+    group.add_argument(
+        "--radio-cold",
+        action="store_true",
+        help="count the radio's ramp and tail per transfer (default: a stream of requests keeps the radio up)",
     )
     scale = parser.add_argument_group("--pretrained: the 224-px MobileNetV2 (ImageNet weights, transferred)")
     scale.add_argument("--pretrained", action="store_true", help="MobileNetV2 at 224 px on Fashion-MNIST photos")
@@ -352,6 +398,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _energy(recorded: dict[str, Any] | None, compute_w: float | None) -> tuple[float] | None:
+    """The device's compute power (W) from the profile's device record or ``--compute-w``; None: no energy."""
+    watts = compute_w if compute_w is not None else (recorded or {}).get("compute_w")
+    return (float(watts),) if watts else None
+
+
+def _radio(name: str, profile: Profile, warm: bool) -> RadioModel:
+    """The radio model of a profile's link type (a BANDWIDTH/RTT spec: Wi-Fi, :func:`edge.energy.link_type_of`)."""
+    return radio_model(link_type_of(name), profile.bandwidth_mbit * 1e6, warm=warm)
+
+
 def _profile(spec: str) -> str:
     try:
         parse_profile(spec)
@@ -360,8 +417,11 @@ def _profile(spec: str) -> str:
     return spec
 
 
-def _bundle(args: argparse.Namespace) -> tuple[Bundle, Any, np.ndarray, np.ndarray, np.ndarray, str]:
-    """The benchmark's bundle, profiling samples and labels, test samples and labels, and the data's name."""
+def _bundle(
+    args: argparse.Namespace,
+) -> tuple[Bundle, Any, np.ndarray, np.ndarray | None, np.ndarray, np.ndarray, str]:
+    """The benchmark's bundle, profiling samples and labels (and their uint8 frames for an image bundle), the test
+    samples (uint8 frames for an image bundle) and the data's name."""
     cache = args.cache_dir or default_cache_dir()
     config = BundleConfig(budget=args.budget / 100, confidence=args.confidence)
     train = TrainConfig(epochs=args.epochs, batch_size=128, lr=4e-3)  # as the accuracy benchmark: one cache
@@ -374,27 +434,36 @@ def _bundle(args: argparse.Namespace) -> tuple[Bundle, Any, np.ndarray, np.ndarr
         model = ModelConfig("mobilenet_v2", 1.0, 3, args.image_size, len(data.classes))
         bundle, _ = make_bundle(data, model, train, config, cache, pretrained=Pretrained())
         frames = crops[len(crops) - sizes[2] :]  # the uint8 photos themselves: the edge preprocesses (or encodes)
-        return bundle, data.x_cal, data.y_cal, frames, data.y_test, data.name
+        cal_frames = crops[sizes[0] : sizes[0] + sizes[1]]
+        return bundle, data.x_cal, data.y_cal, cal_frames, frames, data.y_test, data.name
     data = load_dataset(args.dataset, **({"data_dir": args.data_dir} if args.dataset == "fashion-mnist" else {}))
     model = ModelConfig(
         args.family, width=SIZES[args.family]["width"], in_channels=data.input_shape[0],
         image_size=data.input_shape[-1],
     )  # fmt: skip
     bundle, _ = make_bundle(data, model, train, config, cache)
-    test = as_array(data.x_test[: args.samples])
-    return bundle, data.x_cal, data.y_cal, test, data.y_test[: args.samples], data.name
+    n = args.samples
+    return bundle, data.x_cal, data.y_cal, None, as_array(data.x_test[:n]), data.y_test[:n], data.name
 
 
 def run(args: argparse.Namespace) -> int:
     """Run the network benchmark; print the table; write results.json and the plots."""
     started = time.perf_counter()
     torch.set_num_threads(max(1, torch.get_num_threads()))
-    bundle, x_cal, y_cal, samples, _, data_name = _bundle(args)
+    bundle, x_cal, y_cal, frames_cal, samples, y_test, data_name = _bundle(args)
     torch.set_num_threads(1)
-    codecs = tuple(args.codecs or PROFILED_CODECS)
-    profile_bundle(bundle, x_cal, y_cal, runs=30, codecs=codecs, edge_slowdown=args.edge_slowdown)
+    default_codecs = ("fp32", "int8", "int8+zstd") if args.pretrained else PROFILED_CODECS
+    codecs = tuple(args.codecs or default_codecs)
+    device_name = None if args.edge_slowdown else args.device or ("rpi4" if args.pretrained else "cortex-m4")
+    profile_bundle(
+        bundle, x_cal, y_cal, runs=30, codecs=codecs, edge_slowdown=args.edge_slowdown or 1.0,
+        device_name=device_name, frames=None if frames_cal is None else list(frames_cal), image_codecs=("jpeg90",),
+    )  # fmt: skip
     bundle = Bundle.load(bundle.root)
     costs = cost_model(bundle.manifest)
+    recorded = bundle.manifest.profile
+    slowdown = float(recorded["edge_slowdown"])
+    energy = _energy(recorded.get("device"), args.compute_w)
     budget = args.budget / 100
     profiles = {spec: parse_profile(spec) for spec in args.profiles}
     results: dict[str, Any] = {
@@ -403,7 +472,10 @@ def run(args: argparse.Namespace) -> int:
         "dataset": data_name,
         "samples": len(samples),
         "budget_points": args.budget,
-        "edge_slowdown": args.edge_slowdown,
+        "edge_slowdown": slowdown,
+        "device": recorded.get("device"),
+        "compute_w": energy[0] if energy else None,
+        "radio_warm": not args.radio_cold,
         "oracle_within": args.oracle_within,
         "command": "edgesplit bench network " + " ".join(sys.argv[3:]),
     }
@@ -413,13 +485,15 @@ def run(args: argparse.Namespace) -> int:
             target, model=bundle.manifest.model, bundle_hash=bundle.manifest.content_hash, timeout_s=60
         )
         client.wait_ready()
-        runtime = EdgeRuntime(bundle, cloud=client, slowdown=args.edge_slowdown)
+        threads = int(recorded.get("device", {}).get("threads", 1))
+        runtime = EdgeRuntime(bundle, cloud=client, slowdown=slowdown, threads=threads)
         results["profiles"] = {}
         for name, profile in profiles.items():
             control.shape("cloud", profile)
             print(f"profile {name}: measuring the configurations", file=sys.stderr)
+            power = None if energy is None else Energy(energy[0], _radio(name, profile, not args.radio_cold))
             results["profiles"][name] = _profile_run(
-                runtime, client, samples, costs, profile, budget, args.oracle_within
+                runtime, client, samples, costs, profile, budget, args.oracle_within, power, y_test
             )
         if args.adapt_requests:
             adapt_samples = np.resize(samples, (args.adapt_requests, *samples.shape[1:]))
@@ -455,14 +529,19 @@ def _targets(profiles: dict[str, Any]) -> dict[str, Any]:
 
 
 def _table(results: dict[str, Any]) -> str:
-    lines = [f"{'profile':<16} {'strategy':<20} {'mean ms':>9} {'p95 ms':>9} {'expected':>9}  config", "-" * 96]
+    head = f"{'profile':<16} {'strategy':<20} {'mean ms':>9} {'p95 ms':>9} {'expected':>9} {'acc':>7} {'mJ':>9}  config"
+    device = (results.get("device") or {}).get("name") or f"the host x{results['edge_slowdown']:g}"
+    lines = [f"device: {device}", head]
+    lines.append("-" * len(head))
     for p, row in results["profiles"].items():
         for s in STRATEGIES:
             if s not in row:
                 continue
             r = row[s]
+            mj = f"{r['energy_mj']:>9.2f}" if r.get("energy_mj") is not None else f"{'-':>9}"
             lines.append(
-                f"{p:<16} {s:<20} {r['mean_ms']:>9.2f} {r['p95_ms']:>9.2f} {r['expected_ms']:>9.2f}  {r['config']}"
+                f"{p:<16} {s:<20} {r['mean_ms']:>9.2f} {r['p95_ms']:>9.2f} {r['expected_ms']:>9.2f}"
+                f" {r['accuracy']:>7.1%} {mj}  {r['config']}"
             )
         t = results["targets"][p]
         lines.append(

@@ -47,6 +47,7 @@ class SlowSession:
         clock: Callable[[], float] = time.perf_counter,
         sleep: Callable[[float], None] = time.sleep,
         calibration_runs: int = 21,
+        device_s: float | None = None,
     ) -> None:
         if not slowdown >= 1 or slowdown == float("inf"):  # also refuses NaN
             raise ValueError(f"slowdown is a factor >= 1 (the device is not faster than the host), got {slowdown}")
@@ -54,7 +55,9 @@ class SlowSession:
         self.slowdown = slowdown
         self._clock, self._sleep = clock, sleep
         self._calibration_runs = calibration_runs
-        self.device_s: float | None = None  # the emulated device's time per call, once timed
+        # The emulated device's time per call: timed on first use, or given (the profile's, so that the device the
+        # planner was told about is the one that runs: at a factor of 1000, 10 us of host noise is 10 ms).
+        self.device_s: float | None = device_s
 
     def run(self, output_names: list[str] | None, input_feed: dict[str, Any], run_options: Any = None) -> list[Any]:
         """Run the real session, then wait out the rest of the emulated device's time."""
@@ -80,8 +83,9 @@ class SlowSession:
         return self._session.get_inputs()
 
 
-def slowed(session: Any, slowdown: float) -> Any:
-    """``session`` itself when ``slowdown`` is 1, else a :class:`SlowSession` around it."""
+def slowed(session: Any, slowdown: float, device_ms: float | None = None) -> Any:
+    """``session`` itself when ``slowdown`` is 1, else a :class:`SlowSession` around it (each call taking
+    ``device_ms`` when given, else ``slowdown`` times the host's median, timed on first use)."""
     if slowdown == 1:
         return session
-    return SlowSession(session, float(slowdown))
+    return SlowSession(session, float(slowdown), device_s=None if device_ms is None else device_ms / 1e3)

@@ -44,7 +44,7 @@ from edge.metrics import Histogram
 from edge.offload import Offload
 from edge.policy import Criterion, confident, criterion, softmax
 from edge.retry import RetryPolicy
-from protos.bundle import Bundle, Exit
+from protos.bundle import Bundle, Exit, Manifest
 from protos.codecs import Codec, encode
 
 __all__ = ["Answer", "EdgeRuntime", "Route"]
@@ -146,12 +146,22 @@ class _Counters:
             return {**values, "latency_ms": self.latency.snapshot()}
 
 
-def _session(path: str, threads: int, slowdown: float = 1.0) -> Session:
+def _session(path: str, threads: int, slowdown: float = 1.0, device_ms: float | None = None) -> Session:
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    return slowed(ort.InferenceSession(path, options, providers=["CPUExecutionProvider"]), slowdown)
+    return slowed(ort.InferenceSession(path, options, providers=["CPUExecutionProvider"]), slowdown, device_ms)
+
+
+def _profiled_ms(manifest: Manifest, slowdown: float, threads: int) -> tuple[list[float | None], dict[str, float]]:
+    """The device's ms per segment and per exit head as the profile measured them, when the profile emulated
+    this same device (factor and threads); else ``None``s: the emulation times the host itself on first use."""
+    p = manifest.profile or {}
+    same = slowdown != 1 and math.isclose(float(p.get("edge_slowdown", 1.0)), slowdown, rel_tol=1e-9)
+    if not same or int(p.get("edge_threads", 1)) != threads or len(p.get("segment_ms", ())) != len(manifest.segments):
+        return [None] * len(manifest.segments), {}
+    return [float(ms) for ms in p["segment_ms"]], {k: float(v) for k, v in p.get("exit_ms", {}).items()}
 
 
 def _deadline_s(deadline_ms: float) -> float:
@@ -200,10 +210,14 @@ class EdgeRuntime:
         self.manifest = bundle.manifest
         self.inputs = Inputs.load(bundle, threads)
         self._n = len(self.manifest.segments)
-        self._segments = [_session(str(bundle.file(s.file)), threads, slowdown) for s in self.manifest.segments]
+        segment_ms, exit_ms = _profiled_ms(self.manifest, slowdown, threads)
+        self._segments = [
+            _session(str(bundle.file(s.file)), threads, slowdown, ms)
+            for s, ms in zip(self.manifest.segments, segment_ms, strict=True)
+        ]
         self._exits: dict[int, _ExitGate] = {}
         for spec in self.manifest.exits:
-            session = _session(str(bundle.file(spec.file)), threads, slowdown)
+            session = _session(str(bundle.file(spec.file)), threads, slowdown, exit_ms.get(spec.name))
             self._exits[spec.after_segment] = _ExitGate(
                 spec, session, session.get_inputs()[0].name, criterion(spec.criterion)
             )

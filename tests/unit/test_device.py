@@ -54,6 +54,17 @@ def test_a_run_takes_slowdown_times_the_median_host_time(slowdown: float) -> Non
     assert len(inner.feeds) == 5 + 3 and inner.feeds[-1] == {"x": 1} and session.get_inputs() == ["x"]
 
 
+def test_a_given_device_time_is_kept_and_the_host_is_not_timed() -> None:
+    """The profile's device ms (slowed(..., device_ms)): the device the planner was told about is the one that runs."""
+    clock = _Clock()
+    inner = _Session(clock, 0.002)
+    session = SlowSession(inner, 1000, clock=clock, sleep=clock.sleep, device_s=0.5)
+    start = clock.now
+    session.run(None, {"x": 1})
+    assert clock.now - start == pytest.approx(0.5) and len(inner.feeds) == 1  # one real run, no calibration
+    assert slowed(inner, 1000, device_ms=250.0).device_s == pytest.approx(0.25)
+
+
 def test_a_host_hiccup_is_not_scaled() -> None:
     clock = _Clock()
     inner = _Session(clock, *[0.001] * 6, 0.05, 0.001)  # the 7th run (the 2nd call) hiccups for 50 ms
