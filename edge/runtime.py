@@ -241,6 +241,17 @@ class EdgeRuntime:
         self._route = self._check(split, codec, exits)
         return self._route
 
+    def segment_session(self, index: int) -> Session:
+        """The session of segment ``index`` (the one :meth:`infer` runs)."""
+        return self._segments[index]
+
+    def exit_session(self, name: str) -> Session:
+        """The session of the exit head called ``name``; ``KeyError`` listing the exits otherwise."""
+        for gate in self._exits.values():
+            if gate.spec.name == name:
+                return gate.session
+        raise KeyError(f"no exit {name!r}; exits: {[g.spec.name for g in self._exits.values()]}")
+
     def stats(self) -> dict[str, Any]:
         """Counters: ``requests``, ``answers`` by source, ``exits`` per exit, ``offloads`` (tries sent), ``retries``,
         ``race_local_wins``, ``fallbacks`` by reason, ``bytes_sent``, ``breaker`` (``state``, times ``opened``)."""
