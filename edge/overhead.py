@@ -28,16 +28,19 @@ __all__ = ["edge_overhead", "interleaved_us"]
 
 
 def interleaved_us(fns: Mapping[str, Callable[[], object]], repeats: int, warmup: int = 50) -> dict[str, float]:
-    """Median microseconds of each function, run in turn round after round (after ``warmup`` rounds)."""
+    """Median microseconds of each function, run in turn round after round (after ``warmup`` rounds); every other
+    round runs them in reverse order, so that none always follows the same neighbour (what ran just before changes
+    what is in the caches)."""
     if repeats < 1:
         raise ValueError(f"repeats must be at least 1, got {repeats}")
     for _ in range(warmup):
         for fn in fns.values():
             fn()
     times: dict[str, list[float]] = {name: [] for name in fns}
+    orders = (list(fns.items()), list(fns.items())[::-1])
     clock = time.perf_counter
-    for _ in range(repeats):
-        for name, fn in fns.items():
+    for r in range(repeats):
+        for name, fn in orders[r % 2]:
             start = clock()
             fn()
             times[name].append(clock() - start)
