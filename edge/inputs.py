@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from protos.bundle import Bundle, Manifest
-from protos.preprocessing import ImageError, Preprocessor, decode_image
+from protos.preprocessing import ImageError, Preprocessing, Preprocessor, decode_image
 
 __all__ = ["Inputs", "is_encoded"]
 
@@ -44,8 +44,10 @@ class Inputs:
 
     @classmethod
     def load(cls, bundle: Bundle, threads: int = 1) -> Inputs:
-        """The inputs of ``bundle``: with its preprocessing graph in a session when it has one."""
-        return cls(bundle.manifest, Preprocessor.load(bundle, threads))
+        """The inputs of ``bundle``: with its preprocessing graph in a session when it has one (its ORT-format file
+        when the bundle has that, :meth:`~protos.bundle.Bundle.edge_file`)."""
+        spec = Preprocessing.from_manifest(bundle.manifest.preprocessing)
+        return cls(bundle.manifest, None if spec is None else Preprocessor(spec, bundle.edge_file(spec.graph), threads))
 
     @property
     def takes_images(self) -> bool:

@@ -223,10 +223,10 @@ class EdgeRuntime:
         self.manifest = bundle.manifest
         self.inputs = Inputs.load(bundle, threads)
         self._n = len(self.manifest.segments)
-        self._segments = [_session(str(bundle.file(s.file)), threads, slowdown) for s in self.manifest.segments]
+        self._segments = [_session(str(bundle.edge_file(s.file)), threads, slowdown) for s in self.manifest.segments]
         self._exits: dict[int, _ExitGate] = {}
         for spec in self.manifest.exits:
-            session = _session(str(bundle.file(spec.file)), threads, slowdown)
+            session = _session(str(bundle.edge_file(spec.file)), threads, slowdown)
             self._exits[spec.after_segment] = _ExitGate(
                 spec, session, session.get_inputs()[0].name, criterion(spec.criterion)
             )
