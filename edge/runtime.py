@@ -87,8 +87,8 @@ def _local_answer(
 ) -> Answer:
     """``Answer(label, confidence, source, probabilities, segments_run, exit)``, built at once for the per-request
     path: a frozen dataclass's ``__init__`` sets its 13 fields one by one through ``object.__setattr__`` (over a
-    microsecond); this fills the new instance's ``__dict__`` in one update. The result is an ordinary Answer (equal
-    to the constructor's, ``replace``-able, hashable)."""
+    microsecond); this fills the new instance's ``__dict__`` in one update. The result is an ordinary Answer (the
+    constructor's fields and values, frozen, ``replace``-able)."""
     answer = object.__new__(Answer)
     answer.__dict__.update(
         _ANSWER_DEFAULTS,
@@ -317,7 +317,7 @@ class EdgeRuntime:
         if answer is None:
             offload, answer = self._offload(run, route)
         # The answer is this request's own and not handed out yet: its latency is set in place (a copy by
-        # dataclasses.replace costs microseconds, a tenth of a small model's whole run).
+        # dataclasses.replace costs microseconds, several percent of a small model's whole run).
         object.__setattr__(answer, "latency_ms", (clock() - start) * 1e3)
         self._counters.count(answer, offload)
         return answer
