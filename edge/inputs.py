@@ -19,11 +19,12 @@ from typing import Any
 import numpy as np
 
 from protos.bundle import Bundle, Manifest
-from protos.preprocessing import ImageError, Preprocessor, decode_image, frames_of
+from protos.preprocessing import ImageError, Preprocessing, Preprocessor, decode_image, frames_of
 
 __all__ = ["Inputs", "is_encoded"]
 
 Encoded = bytes | bytearray | memoryview
+_FLOAT32 = np.dtype(np.float32)
 
 
 def is_encoded(x: Any) -> bool:
@@ -39,11 +40,14 @@ class Inputs:
         self.preprocessor = preprocessor
         self._sample = manifest.input.sample_shape
         self._dims = ", ".join(map(str, self._sample))
+        self._one = (1, *self._sample)
 
     @classmethod
     def load(cls, bundle: Bundle, threads: int = 1) -> Inputs:
-        """The inputs of ``bundle``: with its preprocessing graph in a session when it has one."""
-        return cls(bundle.manifest, Preprocessor.load(bundle, threads))
+        """The inputs of ``bundle``: with its preprocessing graph in a session when it has one (its ORT-format file
+        when the bundle has that, :meth:`~protos.bundle.Bundle.edge_file`)."""
+        spec = Preprocessing.from_manifest(bundle.manifest.preprocessing)
+        return cls(bundle.manifest, None if spec is None else Preprocessor(spec, bundle.edge_file(spec.graph), threads))
 
     @property
     def takes_images(self) -> bool:
@@ -59,6 +63,8 @@ class Inputs:
 
     def one(self, x: Any) -> np.ndarray:
         """One sample -> ``[1, *sample]`` float32."""
+        if type(x) is np.ndarray and x.dtype is _FLOAT32 and x.shape == self._one and x.flags.c_contiguous:
+            return x  # model-ready already: the per-request path checks nothing more and copies nothing
         if is_encoded(x):
             return self._frames(decode_image(x))
         x = np.asarray(x)

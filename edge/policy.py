@@ -6,11 +6,12 @@ batches (numpy, no torch), so calibration in ``split/`` and the runtime on the d
 
 from __future__ import annotations
 
+import math
 from typing import Protocol
 
 import numpy as np
 
-__all__ = ["CRITERIA", "Criterion", "Entropy", "MaxSoftmax", "confident", "criterion", "softmax"]
+__all__ = ["CRITERIA", "Criterion", "Entropy", "MaxSoftmax", "confident", "criterion", "softmax", "top_class"]
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
@@ -18,6 +19,31 @@ def softmax(logits: np.ndarray) -> np.ndarray:
     z = logits - logits.max(axis=-1, keepdims=True)
     e = np.exp(z, dtype=np.float32)
     return e / e.sum(axis=-1, keepdims=True)
+
+
+_SHORT = 64
+"""Up to this many classes, :func:`top_class` computes in Python floats: on a few classes each numpy call costs
+more than the arithmetic, the more so right after ONNX Runtime has had the caches."""
+
+
+def top_class(logits: np.ndarray) -> tuple[np.ndarray, int, float]:
+    """One sample's logits (1-D) -> its probabilities (float32), label and confidence (the label's probability).
+
+    The edge's per-request path. The label is the first largest probability (``probs.argmax()``). Up to
+    :data:`_SHORT` classes the softmax is computed in float64 and rounded to float32 (it then agrees with
+    :func:`softmax` to within a float32 rounding); longer rows take :func:`softmax` itself.
+    """
+    if logits.size > _SHORT:
+        probs = softmax(logits[None])[0]
+    else:
+        values = logits.tolist()
+        top = max(values)
+        exps = [math.exp(v - top) for v in values]
+        scale = 1.0 / sum(exps)
+        probs = np.array([e * scale for e in exps], dtype=np.float32)
+    rounded = probs.tolist()
+    confidence = max(rounded)
+    return probs, rounded.index(confidence), confidence
 
 
 class Criterion(Protocol):

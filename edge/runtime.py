@@ -29,7 +29,7 @@ import math
 import random
 import threading
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, fields, replace
 from typing import Any
 
 import numpy as np
@@ -42,7 +42,7 @@ from edge.errors import REASONS, CloudError, EdgeError
 from edge.inputs import Inputs
 from edge.metrics import Histogram
 from edge.offload import Offload
-from edge.policy import Criterion, confident, criterion, softmax
+from edge.policy import Criterion, MaxSoftmax, confident, criterion, softmax, top_class
 from edge.retry import RetryPolicy
 from protos.bundle import Bundle, Exit, Manifest
 from protos.codecs import Codec, encode
@@ -79,6 +79,29 @@ class Answer:
     latency_ms: float = 0.0
 
 
+_ANSWER_DEFAULTS = {f.name: f.default for f in fields(Answer)}
+
+
+def _local_answer(
+    label: int, confidence: float, source: str, probabilities: np.ndarray, segments_run: int, exit: str | None = None
+) -> Answer:
+    """``Answer(label, confidence, source, probabilities, segments_run, exit)``, built at once for the per-request
+    path: a frozen dataclass's ``__init__`` sets its 13 fields one by one through ``object.__setattr__`` (over a
+    microsecond); this fills the new instance's ``__dict__`` in one update. The result is an ordinary Answer (the
+    constructor's fields and values, frozen, ``replace``-able)."""
+    answer = object.__new__(Answer)
+    answer.__dict__.update(
+        _ANSWER_DEFAULTS,
+        label=label,
+        confidence=confidence,
+        source=source,
+        probabilities=probabilities,
+        segments_run=segments_run,
+        exit=exit,
+    )
+    return answer
+
+
 @dataclass(frozen=True)
 class Route:
     """Where the edge sends work: the split point, the wire codec, and whether exits are checked."""
@@ -96,16 +119,18 @@ class _ExitGate:
     criterion: Criterion
 
 
-@dataclass
 class _Run:
     """One request's local progress: ``tensors[i]`` is segment ``i``'s input (``tensors[0]`` the sample);
     ``candidates`` the exit heads evaluated, as (confidence key, answer). On an image codec's route ``frame``
     is the device's frame and ``tensors`` starts empty: the sample is preprocessed only if the edge needs it."""
 
-    tensors: list[np.ndarray]
-    deadline: float
-    candidates: list[tuple[float, Answer]] = field(default_factory=list)
-    frame: np.ndarray | None = None
+    __slots__ = ("candidates", "deadline", "frame", "tensors")
+
+    def __init__(self, sample: np.ndarray | None, deadline: float, frame: np.ndarray | None = None) -> None:
+        self.tensors = [] if sample is None else [sample]
+        self.deadline = deadline
+        self.candidates: list[tuple[float, Answer]] = []
+        self.frame = frame
 
     @property
     def done(self) -> int:
@@ -212,15 +237,20 @@ class EdgeRuntime:
         self._n = len(self.manifest.segments)
         segment_ms, exit_ms = _profiled_ms(self.manifest, slowdown, threads)
         self._segments = [
-            _session(str(bundle.file(s.file)), threads, slowdown, ms)
+            _session(str(bundle.edge_file(s.file)), threads, slowdown, ms)
             for s, ms in zip(self.manifest.segments, segment_ms, strict=True)
         ]
         self._exits: dict[int, _ExitGate] = {}
         for spec in self.manifest.exits:
-            session = _session(str(bundle.file(spec.file)), threads, slowdown, exit_ms.get(spec.name))
+            session = _session(str(bundle.edge_file(spec.file)), threads, slowdown, exit_ms.get(spec.name))
             self._exits[spec.after_segment] = _ExitGate(
                 spec, session, session.get_inputs()[0].name, criterion(spec.criterion)
             )
+        # Per segment, what a request needs: its session, its input's name and the exit head after it (none after
+        # the last segment: the model's own output answers there), looked up once here, not per request.
+        names = [s.input.name for s in self.manifest.segments]
+        gates = [self._exits.get(i) if i + 1 < self._n else None for i in range(self._n)]
+        self._stages = list(zip(self._segments, names, gates, strict=True))
         self._cloud = cloud
         self._route = self._check(self.manifest.default_split if split is None else split, codec, exits)
         self._deadline_s = _deadline_s(deadline_ms)
@@ -257,6 +287,17 @@ class EdgeRuntime:
         self._route = self._check(split, codec, exits)
         return self._route
 
+    def segment_session(self, index: int) -> Session:
+        """The session of segment ``index`` (the one :meth:`infer` runs)."""
+        return self._segments[index]
+
+    def exit_session(self, name: str) -> Session:
+        """The session of the exit head called ``name``; ``KeyError`` listing the exits otherwise."""
+        for gate in self._exits.values():
+            if gate.spec.name == name:
+                return gate.session
+        raise KeyError(f"no exit {name!r}; exits: {[g.spec.name for g in self._exits.values()]}")
+
     def stats(self) -> dict[str, Any]:
         """Counters: ``requests``, ``answers`` by source, ``exits`` per exit, ``offloads`` (tries sent), ``retries``,
         ``race_local_wins``, ``fallbacks`` by reason, ``bytes_sent``, ``breaker`` (``state``, times ``opened``)."""
@@ -290,52 +331,63 @@ class EdgeRuntime:
         or an encoded image's bytes (:mod:`edge.inputs`); preprocessing counts in ``latency_ms``. An image codec's
         route (``jpeg90``, ``png`` at split point 0) encodes the frame instead (an image given as bytes is decoded
         and re-encoded at the codec's quality), and that counts; it cannot encode a model-ready tensor."""
-        start = self._clock()
+        clock = self._clock
+        start = clock()
         deadline = start + (self._deadline_s if deadline_ms is None else _deadline_s(deadline_ms))
         route = self._route  # one read: a concurrent switch never mixes two routes in one request
         if route.codec.image:
-            run = _Run([], deadline, frame=self.inputs.frame(x, route.codec.name))
+            run = _Run(None, deadline, frame=self.inputs.frame(x, route.codec.name))
         else:
-            run = _Run([self.inputs.one(x)], deadline)
+            run = _Run(self.inputs.one(x), deadline)
         offload: Offload | None = None
         answer = self._head(run, route)
         if answer is None:
             offload, answer = self._offload(run, route)
-        answer = replace(answer, latency_ms=(self._clock() - start) * 1e3)
+        # The answer is this request's own and not handed out yet: its latency is set in place (a copy by
+        # dataclasses.replace costs microseconds, several percent of a small model's whole run).
+        object.__setattr__(answer, "latency_ms", (clock() - start) * 1e3)
         self._counters.count(answer, offload)
         return answer
 
     def _head(self, run: _Run, route: Route) -> Answer | None:
         """Run the segments before the split: a confident exit's answer, the full model's at split ``n``, or
         ``None`` (offload)."""
-        for _ in range(route.split):
-            answer = self._step(run, route.exits)
-            if answer is not None:
-                return answer
+        tensors, check_exits = run.tensors, route.exits
+        for i, (session, name, gate) in enumerate(self._stages[: route.split]):  # _step's work, inlined: the hot loop
+            tensors.append(session.run(None, {name: tensors[i]})[0])
+            if check_exits and gate is not None:
+                answer = self._evaluate(run, i)
+                if answer is not None:
+                    return answer
         return self._full(run) if route.split == self._n else None
 
     def _step(self, run: _Run, check_exits: bool) -> Answer | None:
         """Run the next segment (and its exit head when ``check_exits``): the exit's answer when confident."""
-        if not run.tensors:  # an image codec's route fell back: the edge preprocesses its frame after all
+        tensors = run.tensors
+        if not tensors:  # an image codec's route fell back: the edge preprocesses its frame after all
             assert run.frame is not None
-            run.tensors.append(self.inputs.preprocess(run.frame))
-        i = run.done
-        run.tensors.append(self._segments[i].run(None, {self.manifest.segments[i].input.name: run.tensors[i]})[0])
-        if check_exits and i in self._exits and i + 1 < self._n:
+            tensors.append(self.inputs.preprocess(run.frame))
+        i = len(tensors) - 1
+        session, name, gate = self._stages[i]
+        tensors.append(session.run(None, {name: tensors[i]})[0])
+        if check_exits and gate is not None:
             return self._evaluate(run, i)
         return None
 
     def _evaluate(self, run: _Run, i: int) -> Answer | None:
         """Evaluate the exit head after segment ``i``; keep it as a candidate; its answer when confident."""
         gate = self._exits[i]
-        probs = softmax(gate.session.run(None, {gate.input_name: run.tensors[i + 1]})[0])
-        score = float(gate.criterion.score(probs)[0])
-        answer = self._answer(probs, "exit", i + 1, exit=gate.spec.name)
-        run.candidates.append((score if gate.criterion.higher_is_confident else -score, answer))
-        return answer if confident(gate.criterion, np.array([score]), gate.spec.threshold)[0] else None
+        p, label, top = top_class(gate.session.run(None, {gate.input_name: run.tensors[i + 1]})[0][0])
+        crit = gate.criterion
+        score = top if type(crit) is MaxSoftmax else float(crit.score(p))  # the top probability is max-softmax's
+        answer = _local_answer(label, top, "exit", p, i + 1, gate.spec.name)
+        run.candidates.append((score if crit.higher_is_confident else -score, answer))
+        return answer if confident(crit, score, gate.spec.threshold) else None  # type: ignore[arg-type]
 
     def _full(self, run: _Run, degraded: str | None = None) -> Answer:
-        return self._answer(softmax(run.tensors[-1]), "edge", self._n, degraded=degraded)
+        p, label, top = top_class(run.tensors[-1][0])
+        answer = _local_answer(label, top, "edge", p, self._n)
+        return answer if degraded is None else replace(answer, degraded=degraded)
 
     def _offload(self, run: _Run, route: Route) -> tuple[Offload | None, Answer]:
         """Send the split tensor (unless the breaker is open); the cloud's answer or a local one."""

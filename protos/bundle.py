@@ -195,6 +195,13 @@ class Manifest:
     are in :attr:`SplitPoint.cost`. Not covered by the content hash: profiling does not change the model."""
     edge_precision: str = "fp32"
     """:data:`EDGE_PRECISIONS`: how the segments and exits were exported; the tails are always float32."""
+    ort_format: Mapping[str, Any] = field(default_factory=dict)
+    """The edge's graphs also in ONNX Runtime's ORT format, what ONNX Runtime Mobile loads (``export --edge-format
+    ort``; empty: none): ``files`` maps each segment's, exit's and the preprocessing graph's ONNX file to its
+    ``.ort`` file, ``operators`` names the operator configuration file of a reduced build
+    (``--include_ops_by_config``), ``onnxruntime`` the version that wrote them, ``optimization`` the graph
+    optimization level baked in. The edge loads the ``.ort`` files when there are; the content hash covers them.
+    Absent from the JSON when empty, so bundles without are written as before."""
 
     def __post_init__(self) -> None:
         _require(
@@ -206,6 +213,7 @@ class Manifest:
             f"edge precision {self.edge_precision!r} is not one of {EDGE_PRECISIONS}",
         )
         _require(bool(self.segments), "a bundle needs at least one segment")
+        self._check_ort_format()
         _require(
             [s.index for s in self.segments] == list(range(len(self.segments))), "segments must be numbered 0..n-1"
         )
@@ -224,6 +232,28 @@ class Manifest:
                 " preprocessing to run on them",
             )
         self.split_point(self.default_split)
+
+    def _check_ort_format(self) -> None:
+        if not self.ort_format:
+            return
+        files = self.ort_format.get("files")
+        _require(isinstance(files, Mapping) and bool(files), "ort_format: 'files' must map ONNX files to .ort files")
+        edge = set(self.edge_files())
+        stray = sorted(set(files) - edge)  # type: ignore[arg-type]
+        _require(not stray, f"ort_format: {stray} are not edge graphs; edge graphs: {sorted(edge)}")
+        bad = sorted(v for v in files.values() if not str(v).endswith(".ort"))  # type: ignore[union-attr]
+        _require(not bad, f"ort_format: {bad} do not end in .ort")
+        _require(isinstance(self.ort_format.get("operators"), str), "ort_format: 'operators' must name a file")
+
+    def edge_files(self) -> tuple[str, ...]:
+        """The ONNX files the edge runs: segments, exits and the preprocessing graph (when there is one)."""
+        files = [s.file for s in self.segments] + [e.file for e in self.exits]
+        graph = self.preprocessing.get("graph") if self.preprocessing.get("kind") == "image" else None
+        return (*files, graph) if isinstance(graph, str) else tuple(files)
+
+    def edge_file(self, rel: str) -> str:
+        """What the edge loads for the ONNX file ``rel``: its ORT-format file when the bundle has one, else ``rel``."""
+        return str(self.ort_format.get("files", {}).get(rel, rel)) if self.ort_format else rel
 
     @property
     def split_indices(self) -> tuple[int, ...]:
@@ -264,16 +294,18 @@ class Manifest:
 
     def artifact_files(self) -> tuple[str, ...]:
         """Every file the manifest refers to, sorted; the content hash covers exactly these."""
-        files = {s.file for s in self.segments} | {e.file for e in self.exits}
+        files = set(self.edge_files())  # with the preprocessing graph (protos.preprocessing)
         files |= {f for sp in self.split_points for f in sp.tails.values()}
-        graph = self.preprocessing.get("graph") if self.preprocessing.get("kind") == "image" else None
-        if isinstance(graph, str):  # the preprocessing graph (protos.preprocessing)
-            files.add(graph)
+        if self.ort_format:
+            files |= set(self.ort_format["files"].values()) | {self.ort_format["operators"]}
         return tuple(sorted(files))
 
     def to_json(self) -> str:
         """The manifest as pretty JSON."""
-        return json.dumps(asdict(self), indent=2, sort_keys=False) + "\n"
+        data = asdict(self)
+        if not self.ort_format:
+            del data["ort_format"]
+        return json.dumps(data, indent=2, sort_keys=False) + "\n"
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Manifest:
@@ -307,6 +339,7 @@ class Manifest:
                 format_version=data.get("format_version", -1),
                 profile=data.get("profile", {}),
                 edge_precision=data.get("edge_precision", "fp32"),
+                ort_format=data.get("ort_format", {}),
             )
         except (KeyError, TypeError) as exc:
             raise BundleError(f"malformed manifest: {type(exc).__name__}: {exc}") from exc
@@ -351,6 +384,10 @@ class Bundle:
         if verify:
             bundle.verify()
         return bundle
+
+    def edge_file(self, rel: str) -> Path:
+        """The absolute path of what the edge loads for the ONNX file ``rel`` (:meth:`Manifest.edge_file`)."""
+        return self.file(self.manifest.edge_file(rel))
 
     def file(self, rel: str) -> Path:
         """The absolute path of an artifact, refusing paths that leave the bundle."""

@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     from split.pipeline import Pretrained
     from split.triton import TritonModel
 
-__all__ = ["FAMILY_NAMES", "FORMATS", "add_arguments", "run"]
+__all__ = ["EDGE_FORMATS", "FAMILY_NAMES", "FORMATS", "add_arguments", "run"]
 
 FAMILY_NAMES = (
     "efficientnet_lite0",
@@ -37,6 +37,8 @@ FAMILY_NAMES = (
 """The keys of :data:`split.models.FAMILIES` (named here so that the options need no torch; a test compares)."""
 
 FORMATS = ("bundle", "triton")
+EDGE_FORMATS = ("onnx", "ort")
+"""The edge's graphs: ONNX only, or also ONNX Runtime's ORT format for ONNX Runtime Mobile (:mod:`split.ortformat`)."""
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -111,6 +113,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         choices=EDGE_PRECISIONS,
         help="int8: static int8 (QDQ) segments and exits, calibrated on the calibration split; tails stay fp32",
     )
+    parser.add_argument(
+        "--edge-format",
+        default="onnx",
+        choices=EDGE_FORMATS,
+        help="ort: also write the edge's segments, exits and preprocessing in ONNX Runtime's ORT format (what ONNX"
+        " Runtime Mobile loads; the edge then loads them) and required_operators.config for a reduced build",
+    )
     parser.add_argument("--cache-dir", type=Path, default=None, help="trained models (default: $EDGESPLIT_CACHE)")
     _add_triton_arguments(parser)
 
@@ -139,6 +148,8 @@ def _add_triton_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Make the bundle (or read it) and, with ``--format triton``, write the model repository."""
+    if args.edge_format == "ort" and args.from_bundle is not None:
+        raise ValueError("--edge-format ort goes with making a bundle (--out, or --bundle-out with --format triton)")
     if args.format == "bundle":
         if args.from_bundle is not None or args.bundle_out is not None:
             raise ValueError("--from-bundle and --bundle-out go with --format triton")
@@ -202,6 +213,10 @@ def _make_bundle(args: argparse.Namespace, out: Path) -> Bundle:
         prune=PruneConfig(args.prune, args.prune_epochs) if args.prune else None,
         pretrained=pretrained,
     )
+    if args.edge_format == "ort":
+        from split.ortformat import write_ort_format
+
+        bundle = write_ort_format(bundle)
     return bundle
 
 
@@ -254,6 +269,9 @@ def _print_bundle(bundle: Bundle, out: Path) -> None:
         stats = dict(e.calibration)
         print(f"  {e.name} after segment {e.after_segment}: {e.criterion} threshold {e.threshold:.4f},"
               f" calibration exit rate {100 * stats.get('exit_rate', 0):.1f}%")  # fmt: skip
+    if m.ort_format:
+        files, operators = m.ort_format["files"], m.ort_format["operators"]
+        print(f"  the edge's {len(files)} graphs also in ORT format, operators: {operators}")
 
 
 def _print_models(models: list[TritonModel], repo: Path) -> None:
