@@ -205,6 +205,14 @@ def _strategies(costs: CostModel, network: Network, budget: float, listed: list[
     return chosen
 
 
+def _overhead_ms(listed: list[Candidate], selection: dict[str, _Measured]) -> float:
+    """The per-offload overhead the cost model misses, from the selection pass: over the configurations that
+    offload at least half their samples, the median of (measured - expected) / offload rate (>= 0)."""
+    gaps = [(selection[c.label].mean - c.latency_ms) / c.offload_rate
+            for c in listed if c.label in selection and c.offload_rate >= 0.5]  # fmt: skip
+    return max(0.0, float(np.median(gaps))) if gaps else 0.0
+
+
 def _profile_run(
     runtime: EdgeRuntime,
     client: CloudClient,
@@ -218,23 +226,28 @@ def _profile_run(
 ) -> dict[str, Any]:
     """Two passes over the same samples. Selection: every configuration expected within ``oracle_within`` of the
     fastest (the strategies' own always), interleaved; the oracle is the best measured one within the accuracy
-    budget. Evaluation: the strategies' configurations again, interleaved, and these are the figures reported (the
-    minimum of many noisy means is biased low: measuring the winner afresh removes that)."""
-    network = _link(client, profile)
+    budget, and the offloads measured give the link's per-offload overhead (:func:`_overhead_ms`), which the
+    planner then knows, as an edge knows its link from its own traffic. Evaluation: the strategies' configurations
+    again, interleaved, and these are the figures reported (the minimum of many noisy means is biased low:
+    measuring the winner afresh removes that)."""
+    pinged = _link(client, profile)
+    labels = np.zeros(len(samples), np.int64) if labels is None else labels
+    measure = partial(_measure, runtime, samples, labels, network=pinged, energy=energy,
+                      response_bytes=costs.response_bytes)  # fmt: skip
+    listed = candidates(costs, pinged, energy)
+    floor = costs.accuracy_full - budget - 1e-12
+    fastest = min(c.latency_ms for c in listed if c.accuracy >= floor)
+    shortlist = [c for c in listed if c.accuracy >= floor and c.latency_ms <= oracle_within * fastest]
+    shortlist += [c for c in _strategies(costs, pinged, budget, listed).values() if c not in shortlist]
+    selection = {m.label: m for m in measure(shortlist)}
+    admissible = {c.label for c in shortlist if c.accuracy >= floor}
+    oracle_label = min((m for m in selection.values() if m.label in admissible), key=lambda m: m.mean).label
+
+    network = Network(pinged.bandwidth_bps, pinged.rtt_ms, overhead_ms=_overhead_ms(listed, selection))
     listed = candidates(costs, network, energy)
     chosen = _strategies(costs, network, budget, listed)
     if energy is not None:
         chosen["planned_energy"] = plan(costs, network, budget, objective="energy", energy=energy)
-    labels = np.zeros(len(samples), np.int64) if labels is None else labels
-    measure = partial(_measure, runtime, samples, labels, network=network, energy=energy,
-                      response_bytes=costs.response_bytes)  # fmt: skip
-    floor = costs.accuracy_full - budget - 1e-12
-    fastest = min(c.latency_ms for c in listed if c.accuracy >= floor)
-    shortlist = [c for c in listed if c.accuracy >= floor and c.latency_ms <= oracle_within * fastest]
-    shortlist += [c for c in chosen.values() if c not in shortlist]
-    selection = {m.label: m for m in measure(shortlist)}
-    admissible = {c.label for c in shortlist if c.accuracy >= floor}
-    oracle_label = min((m for m in selection.values() if m.label in admissible), key=lambda m: m.mean).label
     routes = {s: oracle_label if s == "oracle" else chosen[s].label for s in STRATEGIES if s in chosen or s == "oracle"}
     by_label = {c.label: c for c in listed}
     evaluated = {m.label: m for m in measure([by_label[x] for x in dict.fromkeys(routes.values())])}
@@ -245,7 +258,8 @@ def _profile_run(
         out[strategy] = {"config": m.label, "mean_ms": p["mean"], "p50_ms": p["p50"], "p95_ms": p["p95"], **m.breakdown}
         out[strategy].update(expected_ms=c.latency_ms, accuracy_expected=c.accuracy, accuracy=m.accuracy,
                              energy_mj=m.energy_mj, energy_mj_expected=c.energy_mj)  # fmt: skip
-    out["network"] = {"bandwidth_bps": network.bandwidth_bps, "rtt_ms_measured": network.rtt_ms}
+    out["network"] = {"bandwidth_bps": network.bandwidth_bps, "rtt_ms_measured": network.rtt_ms,
+                      "offload_overhead_ms": network.overhead_ms}  # fmt: skip
     out["selection_pass"] = {label: m.mean for label, m in sorted(selection.items(), key=lambda kv: kv[1].mean)}
     out["shortlist"] = len(shortlist)
     return out

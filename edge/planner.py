@@ -61,15 +61,20 @@ __all__ = [
 
 @dataclass(frozen=True)
 class Network:
-    """Uplink bandwidth (bits/s), round-trip time (ms) and downlink bandwidth (bits/s; default: the uplink's)."""
+    """Uplink bandwidth (bits/s), round-trip time (ms), downlink bandwidth (bits/s; default: the uplink's) and
+    ``overhead_ms``: what one offload costs beyond the round trip, the bytes and the profiled encode, decode and
+    tail (request serialisation, gRPC framing, the server's scheduling), measured on the live link."""
 
     bandwidth_bps: float
     rtt_ms: float
     downlink_bps: float | None = None
+    overhead_ms: float = 0.0
 
     def __post_init__(self) -> None:
         if self.bandwidth_bps <= 0 or self.rtt_ms < 0 or (self.downlink_bps is not None and self.downlink_bps <= 0):
             raise ValueError(f"bandwidth must be > 0 and rtt >= 0, got {self.bandwidth_bps} bit/s, {self.rtt_ms} ms")
+        if not self.overhead_ms >= 0:
+            raise ValueError(f"overhead_ms must be >= 0, got {self.overhead_ms!r}")
 
     def transfer_ms(self, nbytes: float, down: bool = False) -> float:
         """Milliseconds to push ``nbytes`` through the link (serialisation delay, no propagation)."""
@@ -198,6 +203,7 @@ def expected_latency_ms(
     remote = (
         wire.encode_ms
         + network.rtt_ms
+        + network.overhead_ms
         + network.transfer_ms(wire.bytes)
         + network.transfer_ms(costs.response_bytes, down=True)
         + wire.decode_ms

@@ -62,6 +62,15 @@ def test_expected_latency_by_hand(split: int, codec: str, exits: bool, expected:
     assert latency == pytest.approx(expected, abs=1e-9)
 
 
+def test_the_per_offload_overhead_weighs_on_the_offloaded_share_only() -> None:
+    loaded = Network(8e6, 20.0, overhead_ms=5.0)
+    assert expected_latency_ms(COSTS, loaded, 3, "-", True)[0] == pytest.approx(4.9)  # nothing offloaded
+    assert expected_latency_ms(COSTS, loaded, 0, "fp32", False)[0] == pytest.approx(24.136 + 5.0)
+    assert expected_latency_ms(COSTS, loaded, 1, "fp32", True)[0] == pytest.approx(14.02 + 0.4 * 5.0)
+    with pytest.raises(ValueError, match="overhead_ms must be >= 0"):
+        Network(8e6, 20.0, overhead_ms=-1.0)
+
+
 def test_exit_and_offload_fractions() -> None:
     _, exited, offloaded = expected_latency_ms(COSTS, SLOW, 2, "fp32", True)
     assert (exited, offloaded) == pytest.approx((0.8, 0.2))
