@@ -1,8 +1,13 @@
-"""``edgesplit demo``: the whole system on scikit-learn's digits, compared with edge-only and cloud-only runs.
+"""``edgesplit demo``: the whole system on scikit-learn's digits, on a device that exists, over a real network.
 
-Trains (cached) a MobileNetV2-style network with early exits, calibrates the exits, exports a bundle, starts
-``edgesplit cloud`` in a subprocess on 127.0.0.1, and streams the test split through the edge runtime three
-ways: the hybrid (exits + split), edge only (whole model on the device) and cloud only (raw input sent).
+Trains (cached) a MobileNetV2-style network with early exits, calibrates the exits, exports a bundle and profiles
+it as a named device (:mod:`edge.devices`; default: the microcontroller of MLPerf Tiny's reference submission, the
+class of device an 8x8 sensor image lives on). Starts ``edgesplit cloud`` in a subprocess on 127.0.0.1 behind a
+netsim proxy shaped as a named network profile (default 3G), and answers the same test samples four ways,
+interleaved sample by sample: the hybrid (exits + a split), edge only (the whole model on the device), cloud only
+(the raw input sent) and the planner's route for this device and network. Each gets accuracy, latency p50/p95,
+offload rate, bytes and energy per inference (the device's compute power x its measured compute + the radio's
+per-byte energy, radio kept up by the stream), and one sentence says why the winner wins.
 """
 
 from __future__ import annotations
@@ -10,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -18,23 +24,45 @@ import torch
 
 from cloud.process import CloudProcess
 from edge.client import CloudClient
-from edge.evaluate import RunStats, evaluate
-from edge.runtime import EdgeRuntime
+from edge.devices import DEVICES, device
+from edge.energy import RadioModel, link_type_of, radio_model
+from edge.evaluate import percentiles
+from edge.planner import Candidate, Network, candidates, cost_model, plan
+from edge.runtime import Answer, EdgeRuntime
+from netsim import NetSim
+from netsim.profiles import PROFILES, Profile, parse_profile
 from protos.bundle import Bundle
 from protos.codecs import CODECS
 from split.data import load_digits
 from split.partition import ModelConfig
 from split.pipeline import BundleConfig, default_cache_dir, make_bundle
+from split.profile import profile_bundle
 from split.samples import as_array
 from split.train import TrainConfig, predict
 
 __all__ = ["add_arguments", "run"]
 
+ROUTES = ("hybrid", "edge_only", "cloud_only", "planned")
+_NAMES = {"hybrid": "hybrid", "edge_only": "edge only", "cloud_only": "cloud only", "planned": "planned"}
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The subcommand's options."""
     parser.add_argument("--json", type=Path, metavar="PATH", help="also write the results as JSON here")
-    parser.add_argument("--split", type=int, default=1, help="split point for the hybrid (default: %(default)s)")
+    parser.add_argument(
+        "--device",
+        default="cortex-m4",
+        help=f"the emulated edge device: {', '.join(DEVICES)} (default %(default)s)",
+    )
+    parser.add_argument(
+        "--profile",
+        default="3g",
+        help=f"the network through netsim: {', '.join(PROFILES)} or BANDWIDTH/RTT[/JITTER] (default %(default)s)",
+    )
+    parser.add_argument("--samples", type=int, default=100, help="test samples per route (default %(default)s)")
+    parser.add_argument(
+        "--split", type=int, default=None, help="the hybrid's split point (default: the planner's best with exits)"
+    )
     parser.add_argument("--budget", type=float, default=1.0, help="max accuracy loss vs. the full model, in points")
     parser.add_argument(
         "--confidence",
@@ -43,7 +71,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="the loss must be within budget with this one-sided confidence (0.5: point estimate; default %(default)s)",
     )
     parser.add_argument("--criterion", default="max_softmax", choices=["max_softmax", "entropy"])
-    parser.add_argument("--codec", default="fp32", choices=CODECS, help="wire codec of the hybrid's split tensor")
+    parser.add_argument("--codec", default=None, choices=CODECS, help="the hybrid's wire codec (default: planned)")
     parser.add_argument("--epochs", type=int, default=30, help="training epochs (default: %(default)s)")
     parser.add_argument("--width", type=float, default=0.5, help="width multiplier (default: %(default)s)")
     parser.add_argument(
@@ -54,88 +82,202 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _run(
-    bundle: Bundle, target: str, x: np.ndarray, y: np.ndarray, split: int, exits: bool, codec: str = "fp32"
-) -> RunStats:
-    client = CloudClient(target, model=bundle.manifest.model, bundle_hash=bundle.manifest.content_hash)
-    try:
-        client.wait_ready()
-        runtime = EdgeRuntime(bundle, split=split, cloud=client, exits=exits, codec=codec)
-        stats, _ = evaluate(runtime, x, y)
-        return stats
-    finally:
-        client.close()
+@dataclass
+class _Route:
+    """One route's answers, as measured."""
+
+    candidate: Candidate
+    latencies: list[float] = field(default_factory=list)
+    answers: list[Answer] = field(default_factory=list)
+    energy_mj: list[float] = field(default_factory=list)
+
+    def summary(self, y: np.ndarray, exits: list[str]) -> dict[str, Any]:
+        n = len(self.answers)
+        offloads = [a for a in self.answers if a.source == "cloud"]
+        return {
+            "config": self.candidate.label,
+            "split": self.candidate.split,
+            "codec": self.candidate.codec,
+            "exits": self.candidate.exits,
+            "accuracy": float(np.mean([a.label == int(t) for a, t in zip(self.answers, y, strict=True)])),
+            "latency_ms": percentiles(self.latencies),
+            "offload_rate": len(offloads) / n,
+            "bytes_per_offload": float(np.mean([a.bytes_sent for a in offloads])) if offloads else 0.0,
+            "exit_rate": {e: sum(a.source == "exit" and a.exit == e for a in self.answers) / n for e in exits},
+            "energy_mj": float(np.mean(self.energy_mj)),
+            "expected_ms": self.candidate.latency_ms,
+        }
 
 
-def _table(results: dict[str, Any], hybrid: RunStats, base: dict[str, RunStats]) -> str:
-    rows = [("hybrid", hybrid), ("edge only", base["edge_only"]), ("cloud only", base["cloud_only"])]
-    head = f"{'':<12}{'accuracy':>9}{'p50 ms':>9}{'p95 ms':>9}{'offload':>9}{'bytes/offload':>15}"
-    lines = [head, "-" * len(head)]
-    for name, s in rows:
-        lines.append(
-            f"{name:<12}{s.accuracy:>9.2%}{s.latency_ms['p50']:>9.3f}{s.latency_ms['p95']:>9.3f}"
-            f"{s.offload_rate:>9.1%}{s.bytes_per_offload:>15.0f}"
+def _energy_mj(answer: Answer, latency_ms: float, compute_w: float, radio: RadioModel, reply_bytes: float) -> float:
+    """Compute power x the device's own time (all of it but the round trip) + the radio for what was sent."""
+    if answer.source != "cloud":
+        return compute_w * latency_ms
+    return compute_w * max(latency_ms - answer.rpc_ms, 0.0) + radio.energy_mj(answer.bytes_sent + reply_bytes)
+
+
+def _hybrid(listed: list[Candidate], n: int, split: int | None, codec: str | None) -> Candidate:
+    """``--split``/``--codec`` with exits, or the fastest route that keeps exits on the device and offloads."""
+    hybrids = [c for c in listed if c.exits and 0 < c.split < n and (split is None or c.split == split)]
+    if codec is not None:
+        hybrids = [c for c in hybrids if c.codec == codec]
+    if not hybrids:
+        raise ValueError(f"no hybrid route (exits before a split) at split {split}, codec {codec}")
+    return hybrids[0]  # candidates come fastest first
+
+
+def _why(routes: dict[str, dict[str, Any]], network: Profile, rtt_ms: float, device_name: str) -> str:
+    """One sentence, from the measured figures, on why the fastest route wins here."""
+    best = min(routes, key=lambda r: (routes[r]["latency_ms"]["mean"], r != "planned"))
+    r, edge, cloud = routes[best], routes["edge_only"], routes["cloud_only"]
+    local = 1 - r["offload_rate"]
+    full_ms = edge["latency_ms"]["p50"]
+    if r["exits"] and r["offload_rate"] < 1:
+        rest = r["offload_rate"]
+        where = "on the device" if rest == 0 else f"on the device and it offloads the other {rest:.0%}"
+        return (
+            f"The {_NAMES[best]} route ({r['config']}) is fastest on average here because its exits answer"
+            f" {local:.0%} of the digits {where}: the exits cost a fraction of the {full_ms:.0f} ms the"
+            f" {device_name} needs for the whole model, and every offload pays a {network.name} round trip"
+            f" ({rtt_ms:.0f} ms measured)."
         )
-    lines.append(f"{'full model':<12}{results['accuracy_full']:>9.2%}   (PyTorch, same weights)")
-    exits = ", ".join(f"{k} {v:.1%}" for k, v in hybrid.exit_rate.items())
-    lines.append(f"exit rate: {exits}; offloaded {hybrid.offload_rate:.1%}")
+    if r["offload_rate"] == 1:
+        return (
+            f"The {_NAMES[best]} route ({r['config']}) is fastest on average here because a {network.name} round"
+            f" trip ({rtt_ms:.0f} ms measured) costs less than the {full_ms:.0f} ms the {device_name} needs for the"
+            " whole model, and no exit on the device is both cheap and confident enough to beat it."
+        )
+    return (
+        f"The {_NAMES[best]} route ({r['config']}) is fastest on average here because a {network.name} round"
+        f" trip ({rtt_ms:.0f} ms measured) costs more than the {device_name} needs to run the model"
+        f" ({full_ms:.0f} ms), so sending the input ({cloud['latency_ms']['p50']:.0f} ms) loses."
+    )
+
+
+def _table(results: dict[str, Any]) -> str:
+    head = f"{'':<11}{'accuracy':>9}{'p50 ms':>9}{'p95 ms':>9}{'offload':>9}{'bytes/offload':>15}{'mJ/inf':>9}  route"
+    lines = [head, "-" * (len(head) + 24)]
+    for name in ROUTES:
+        r = results["routes"][name]
+        lines.append(
+            f"{_NAMES[name]:<11}{r['accuracy']:>9.2%}{r['latency_ms']['mean']:>9.1f}{r['latency_ms']['p50']:>9.1f}"
+            f"{r['latency_ms']['p95']:>9.1f}"
+            f"{r['offload_rate']:>9.1%}{r['bytes_per_offload']:>15.0f}{r['energy_mj']:>9.2f}  {r['config']}"
+        )
+    lines.append(f"{'full model':<11}{results['accuracy_full']:>9.2%}   (PyTorch, same weights)")
+    hybrid = results["routes"]["hybrid"]
+    exits = ", ".join(f"{k} {v:.1%}" for k, v in hybrid["exit_rate"].items())
+    lines.append(f"hybrid exit rate: {exits}; offloaded {hybrid['offload_rate']:.1%}")
+    lines.append("")
+    lines.append(results["why"])
     return "\n".join(lines)
+
+
+def _measure(
+    runtime: EdgeRuntime, routes: dict[str, _Route], x: np.ndarray, energy: tuple[float, RadioModel, float]
+) -> None:
+    """Every sample through every route, interleaved (machine drift weighs on all alike); 3 warm-ups each."""
+    compute_w, radio, reply_bytes = energy
+    for route in routes.values():
+        c = route.candidate
+        runtime.set_route(c.split, c.codec if c.codec != "-" else "fp32", c.exits)
+        for sample in x[:3]:
+            runtime.infer(sample)
+    for sample in x:
+        for route in routes.values():
+            c = route.candidate
+            runtime.set_route(c.split, c.codec if c.codec != "-" else "fp32", c.exits)
+            start = time.perf_counter()
+            answer = runtime.infer(sample)
+            ms = (time.perf_counter() - start) * 1e3
+            route.latencies.append(ms)
+            route.answers.append(answer)
+            route.energy_mj.append(_energy_mj(answer, ms, compute_w, radio, reply_bytes))
 
 
 def run(args: argparse.Namespace) -> int:
     """Run the demo; prints the table, optionally writes JSON."""
     start = time.perf_counter()
+    profile = parse_profile(args.profile)  # a bad name fails before training
+    dev = device(args.device)
     torch.set_num_threads(2)
     data = load_digits()
-    model = ModelConfig(width=args.width)
     bundle, net = make_bundle(
         data,
-        model,
+        ModelConfig(width=args.width),
         TrainConfig(epochs=args.epochs),
-        BundleConfig(args.criterion, args.budget / 100, args.split, confidence=args.confidence),
+        BundleConfig(args.criterion, args.budget / 100, 1, confidence=args.confidence),
         args.cache_dir or default_cache_dir(),
     )
-    accuracy_full = float((predict(net, data.x_test)[0].argmax(-1) == data.y_test).mean())
-    n_segments = len(bundle.manifest.segments)
-    x_test = as_array(data.x_test)
-    with CloudProcess([bundle.root]) as cloud:
-        hybrid = _run(bundle, cloud.target, x_test, data.y_test, args.split, exits=True, codec=args.codec)
-        base = {
-            "edge_only": _run(bundle, cloud.target, x_test, data.y_test, n_segments, exits=False),
-            "cloud_only": _run(bundle, cloud.target, x_test, data.y_test, 0, exits=False),
-        }
-    results = {
+    x_test, y_test = as_array(data.x_test)[: args.samples], data.y_test[: args.samples]
+    accuracy_full = float((predict(net, x_test)[0].argmax(-1) == y_test).mean())  # the same samples
+    torch.set_num_threads(1)
+    profile_bundle(bundle, data.x_cal, data.y_cal, runs=10, device_name=dev.name)
+    bundle = Bundle.load(bundle.root)
+    m = bundle.manifest
+    emulated = m.profile["device"]
+    costs = cost_model(m)
+    n_segments = len(m.segments)
+    compute_w = dev.compute_w if dev.compute_w is not None else float("nan")  # no published figure: no energy
+    radio = radio_model(link_type_of(profile.name), profile.bandwidth_mbit * 1e6, warm=True)
+    with CloudProcess([bundle.root]) as cloud, NetSim() as sim:
+        target = sim.create_proxy("cloud", cloud.target)
+        sim.apply_profile("cloud", profile)
+        client = CloudClient(target, model=m.model, bundle_hash=m.content_hash, timeout_s=30)
+        try:
+            client.wait_ready()
+            rtt_ms = float(np.median([client.ping() for _ in range(9)]))
+            network = Network(profile.bandwidth_mbit * 1e6, rtt_ms)
+            listed = candidates(costs, network)
+            by_key = {(c.split, c.exits): c for c in reversed(listed) if c.codec in ("fp32", "-")}
+            chosen = {
+                "hybrid": _hybrid(listed, n_segments, args.split, args.codec),
+                "edge_only": by_key[(n_segments, False)],
+                "cloud_only": by_key[(0, False)],
+                "planned": plan(costs, network, args.budget / 100),
+            }
+            runtime = EdgeRuntime(bundle, cloud=client, slowdown=emulated["factor"], threads=emulated["threads"])
+            routes = {name: _Route(c) for name, c in chosen.items()}
+            _measure(runtime, routes, x_test, (compute_w, radio, costs.response_bytes))
+        finally:
+            client.close()
+    summaries = {
+        name: route.summary(y_test, [e.name for e in m.exits_before(route.candidate.split)])
+        for name, route in routes.items()
+    }
+    hybrid = summaries["hybrid"]
+    results: dict[str, Any] = {
         "dataset": data.name,
-        "n": hybrid.n,
-        "model": bundle.manifest.model,
-        "split": args.split,
-        "codec": args.codec,
+        "n": len(y_test),
+        "model": m.model,
+        "split": hybrid["split"],
+        "codec": hybrid["codec"],
         "budget_points": args.budget,
         "confidence": args.confidence,
         "criterion": args.criterion,
         "accuracy_full": accuracy_full,
-        "accuracy_hybrid": hybrid.accuracy,
-        "exit_rate": hybrid.exit_rate,
-        "offload_rate": hybrid.offload_rate,
-        "bytes_per_offload": hybrid.bytes_per_offload,
-        "latency_ms": hybrid.latency_ms,
-        "baselines": {
-            k: {
-                "accuracy": s.accuracy,
-                "latency_ms": s.latency_ms,
-                "offload_rate": s.offload_rate,
-                "bytes_per_offload": s.bytes_per_offload,
-            }
-            for k, s in base.items()
-        },
+        "accuracy_hybrid": hybrid["accuracy"],
+        "exit_rate": hybrid["exit_rate"],
+        "offload_rate": hybrid["offload_rate"],
+        "bytes_per_offload": hybrid["bytes_per_offload"],
+        "latency_ms": hybrid["latency_ms"],
+        "baselines": {k: summaries[k] for k in ("edge_only", "cloud_only", "planned")},
+        "routes": summaries,
+        "device": emulated,
+        "network": {**profile.__dict__, "rtt_ms_measured": rtt_ms, "link": radio.link},
+        "energy": {"compute_w": compute_w, "radio": radio.__dict__, "radio_warm": True},
         "bundle": str(bundle.root),
-        "content_hash": bundle.manifest.content_hash,
+        "content_hash": m.content_hash,
     }
+    results["why"] = _why(summaries, profile, rtt_ms, emulated["name"])
     print(
-        f"\nedgesplit demo: {data.name}, {hybrid.n} test samples, {bundle.manifest.model}, split point "
-        f"{args.split} of {n_segments}, codec {args.codec}, budget {args.budget} pt\n"
+        f"\nedgesplit demo: {data.name}, {len(y_test)} test samples, {m.model}, budget {args.budget} pt\n"
+        f"device: {emulated['name']} ({dev.description}), emulated {emulated['factor']:.0f}x slower than this host"
+        f" (published {emulated['device_ms']:g} ms / {emulated['host_ms']:.2f} ms here for its reference model)\n"
+        f"network: {profile.name} ({profile.bandwidth_mbit:g} Mbit/s, {profile.rtt_ms:g} ms RTT) through netsim;"
+        f" energy: {compute_w * 1e3:g} mW compute, {radio.link} radio ({radio.citation})\n"
     )
-    print(_table(results, hybrid, base))
+    print(_table(results))
     print(f"\nbundle: {bundle.root}\ntook {time.perf_counter() - start:.1f}s")
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)

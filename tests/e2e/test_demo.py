@@ -1,4 +1,5 @@
-"""``edgesplit demo`` end to end (short training): the table prints and the JSON has the documented keys."""
+"""``edgesplit demo`` end to end (short training, 20 samples): the emulated device and the network are named, the
+four routes print with the sentence on the winner, and the JSON has the documented keys."""
 
 from __future__ import annotations
 
@@ -21,15 +22,27 @@ def test_demo_writes_table_and_json(tmp_path: Path) -> None:
         "0.25",
         "--cache-dir",
         str(tmp_path / "cache"),
+        "--samples",
+        "20",
+        "--split",
+        "1",
         "--json",
         str(out),
     ]
     result = subprocess.run(command, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
-    for row in ("hybrid", "edge only", "cloud only", "full model", "exit rate"):
+    for row in ("device: cortex-m4", "network: 3g", "hybrid", "edge only", "cloud only", "planned", "full model"):
         assert row in result.stdout
+    assert "is fastest on average here because" in result.stdout
     data = json.loads(out.read_text())
-    assert data["dataset"] == "digits" and data["n"] == 359
+    assert data["dataset"] == "digits" and data["n"] == 20
+    assert data["device"]["name"] == "cortex-m4" and data["device"]["factor"] > 1
+    assert data["network"]["name"] == "3g" and data["network"]["rtt_ms_measured"] >= 150  # netsim's toxics
+    assert set(data["routes"]) == {"hybrid", "edge_only", "cloud_only", "planned"}
+    for route in data["routes"].values():
+        assert route["energy_mj"] > 0 and {"p50", "p95", "mean"} <= set(route["latency_ms"])
+    # the whole model on a 40 mW device against a 3G radio's per-byte energy for the raw input
+    assert data["routes"]["cloud_only"]["energy_mj"] >= data["routes"]["planned"]["energy_mj"]
     for key in ("accuracy_full", "accuracy_hybrid", "offload_rate", "bytes_per_offload"):
         assert 0 <= data[key] <= (1 if key != "bytes_per_offload" else 1e9)
     assert set(data["exit_rate"]) == {"exit0"}  # split point 1: only the first exit sits on the edge
