@@ -97,6 +97,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     edge.add_argument("--prune-ratio", type=float, default=0.5, help="channels removed from the edge segments")
     edge.add_argument("--prune-epochs", type=int, default=1, help="fine-tuning epochs after pruning")
+    edge.add_argument(
+        "--overhead-only",
+        action="store_true",
+        help="only EdgeRuntime.infer vs. its bare sessions (the demo model, MobileNetV2 224 px): DIR/overhead.json",
+    )
 
 
 def _session(path: Path) -> ort.InferenceSession:
@@ -451,11 +456,50 @@ def _table(results: dict[str, dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def overhead(cache: Path, work: Path, repeats: int) -> dict[str, Any]:
+    """``EdgeRuntime.infer`` against its bare sessions (:func:`edge.overhead.edge_overhead`, one thread,
+    edge-only): on the demo's model (digits, the demo's defaults, exits off and on) and on MobileNetV2 at 224 px
+    (the ImageNet weights, exits off; a model-ready tensor of one of foolbox's photos)."""
+    from benchmarks.photos import _export
+    from edge.inputs import Inputs
+    from edge.overhead import edge_overhead
+    from split.data import load_digits
+    from split.photos import imagenet_photos
+
+    digits = load_digits()
+    demo, _ = make_bundle(digits, ModelConfig(width=0.5), TrainConfig(epochs=30),
+                          BundleConfig("max_softmax", 0.01, 1, confidence=0.95), cache)  # fmt: skip
+    x = as_array(digits.x_test[:1])
+    rows = {"demo": edge_overhead(demo, x, repeats), "demo_exits": edge_overhead(demo, x, repeats, exits=True)}
+    big = _export("mobilenet_v2", work / "mobilenet_v2_224")
+    photo = Inputs.load(big).batch([imagenet_photos()[0][0].read_bytes()])
+    rows["mobilenet_v2_224"] = edge_overhead(big, photo, max(repeats // 10, 50))
+    return rows
+
+
+def _overhead_table(rows: dict[str, Any]) -> str:
+    lines = ["", f"{'EdgeRuntime.infer vs. its bare sessions':<42}{'bare us':>10}{'infer us':>10}{'ratio':>8}"]
+    for name, r in rows.items():
+        lines.append(f"{name + (' (exits on)' if r['exits'] else ''):<42}{r['bare_us']:>10.1f}"
+                     f"{r['infer_us']:>10.1f}{r['ratio']:>8.3f}")  # fmt: skip
+    return "\n".join(lines)
+
+
 def run(args: argparse.Namespace) -> int:
     """Run the benchmark, print the table, write results.json and edge.png."""
     from benchmarks.accuracy import SIZES
 
     started = time.perf_counter()
+    cache = args.cache_dir or default_cache_dir()
+    if args.overhead_only:
+        with tempfile.TemporaryDirectory() as work:
+            rows = overhead(cache, Path(work), args.repeats)
+        args.out.mkdir(parents=True, exist_ok=True)
+        report = {"benchmark": "edge (overhead only)", "overhead": rows, "seconds": time.perf_counter() - started,
+                  "command": "edgesplit bench edge " + " ".join(sys.argv[3:])}  # fmt: skip
+        (args.out / "overhead.json").write_text(json.dumps(report, indent=2) + "\n")
+        print(_overhead_table(rows))
+        return 0
     data = load_fashion_mnist(args.data_dir)
     train = TrainConfig(epochs=args.epochs, batch_size=128, lr=4e-3)
     config = BundleConfig(args.criterion, args.budget / 100, 1, "fp32", args.confidence)
@@ -464,6 +508,7 @@ def run(args: argparse.Namespace) -> int:
         for family in args.families:
             print(f"{family}: loading, exporting fp32 and int8 edges, measuring, ce/kd exits", file=sys.stderr)
             results[family] = bench_family(family, SIZES[family]["width"], data, train, config, args, Path(work))
+        rows = overhead(cache, Path(work), args.repeats)
     args.out.mkdir(parents=True, exist_ok=True)
     path = plot(results, args.out)
     report = {
@@ -483,6 +528,7 @@ def run(args: argparse.Namespace) -> int:
             "alphas": args.kd_alpha,
         },
         "families": results,
+        "overhead": rows,
         "plots": [path.name],
         "machine": {
             "python": platform.python_version(),
@@ -494,6 +540,6 @@ def run(args: argparse.Namespace) -> int:
         "command": "edgesplit bench edge " + " ".join(sys.argv[3:]),
     }
     (args.out / "results.json").write_text(json.dumps(report, indent=2) + "\n")
-    print(_table(results))
+    print(_table(results) + _overhead_table(rows))
     print(f"\nwrote {args.out / 'results.json'}, {path} in {report['seconds']:.0f}s")
     return 0
