@@ -24,6 +24,20 @@ STALE = "stale"
 
 STALE_HASH = "sha256:" + "0" * 64
 
+INT8_EDGE = "int8edge"
+"""The model-name prefix of the int8-edge bundle's tails (its default split point, fp32 and int8) in the repository."""
+
+
+@pytest.fixture(scope="session")
+def int8_edge_bundle(trained, digits, tmp_path_factory: pytest.TempPathFactory) -> Bundle:  # type: ignore[no-untyped-def]
+    """The session bundle with its edge quantized to int8 (uint8 boundaries), thresholds recalibrated."""
+    from benchmarks.edge import int8_bundle
+    from split.pipeline import BundleConfig
+
+    fp32, net, _ = trained
+    out = tmp_path_factory.mktemp("int8-edge") / "bundle"
+    return int8_bundle(fp32, out, net, digits, BundleConfig(default_split=fp32.manifest.default_split))
+
 
 @pytest.fixture(scope="session")
 def triton_venv() -> Path:
@@ -34,19 +48,25 @@ def triton_venv() -> Path:
 
 
 @pytest.fixture(scope="session")
-def triton_repo(bundle: Bundle, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """``edgesplit export --format triton`` of the bundle (every split point and wire format), plus two stale
-    tails (``stale_s<default>_{fp32,int8}``: the same tails, another bundle's hash) for the handshake test."""
+def triton_repo(bundle: Bundle, int8_edge_bundle: Bundle, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """``edgesplit export --format triton`` of the bundle (every split point and wire format), plus the int8-edge
+    bundle's default split point (``int8edge_s<default>_{fp32,int8}``) and two stale tails
+    (``stale_s<default>_{fp32,int8}``: the same tails, another bundle's hash) for the handshake test."""
     from split.cli import main
     from split.triton import write_repository
 
     repo = tmp_path_factory.mktemp("triton") / "repo"
-    argv = ["export", "--format", "triton", "--from-bundle", str(bundle.root), "--out", str(repo)]
-    assert main([*argv, "--max-queue-delay-us", str(QUEUE_DELAY_US)]) == 0
+    for source, prefix in ((bundle, []), (int8_edge_bundle, ["--model-name", INT8_EDGE])):
+        argv = ["export", "--format", "triton", "--from-bundle", str(source.root), "--out", str(repo)]
+        assert main([*argv, "--max-queue-delay-us", str(QUEUE_DELAY_US), *prefix]) == 0
     other = dataclasses.replace(bundle, manifest=dataclasses.replace(bundle.manifest, content_hash=STALE_HASH))
-    for model in write_repository(other, repo, prefix=STALE):
-        if model.split != bundle.manifest.default_split or model.format not in ("fp32", "int8"):
-            shutil.rmtree(repo / model.name)
+    write_repository(other, repo, prefix=STALE)
+    for path in repo.iterdir():  # of the extra prefixes, only the default split point's fp32 and int8 stay
+        kept = path.name.endswith(
+            (f"_s{bundle.manifest.default_split}_fp32", f"_s{bundle.manifest.default_split}_int8")
+        )
+        if path.name.startswith((f"{STALE}_", f"{INT8_EDGE}_")) and not kept:
+            shutil.rmtree(path)
     return repo
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import shutil
+import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -30,7 +31,7 @@ from split.cli import main
 
 pytestmark = pytest.mark.triton
 
-STALE = "stale"  # as conftest.py exports the repository: stale_s<default>_{fp32,int8}, another bundle's hash
+STALE, INT8_EDGE = "stale", "int8edge"  # as conftest.py exports the repository (see there)
 N = 12
 
 
@@ -43,6 +44,17 @@ def _stats(server: TritonServer, model: str) -> int:
     with urllib.request.urlopen(url, timeout=10) as reply:
         (stats,) = json.load(reply)["model_stats"]
     return int(stats.get("inference_count", 0))
+
+
+def _counted(servers: tuple[TritonServer, ...], model: str, total: int, timeout_s: float = 10.0) -> list[int]:
+    """Each server's inference count once they add up to ``total`` (or at ``timeout_s``): Triton updates its
+    statistics after it has sent the response, so the last answers may not be counted yet when they arrive."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        counts = [_stats(server, model) for server in servers]
+        if sum(counts) >= total or time.monotonic() > deadline:
+            return counts
+        time.sleep(0.01)
 
 
 @pytest.fixture()
@@ -137,8 +149,38 @@ def test_round_robin_over_two_triton_replicas(  # type: ignore[no-untyped-def]
         before = (_stats(triton, name), _stats(second, name))
         runtime = EdgeRuntime(bundle, split=split, cloud=client, exits=False, codec="fp32")
         answers = [runtime.infer(x) for x in _samples(digits)]
-        after = (_stats(triton, name), _stats(second, name))
+        after = _counted((triton, second), name, sum(before) + N)
         client.close()
     assert all(a.source == "cloud" for a in answers)
     served = [a - b for a, b in zip(after, before, strict=True)]
     assert sum(served) == N and min(served) >= N // 2 - 1, f"requests per replica: {served}"
+
+
+@pytest.mark.parametrize("codec", ["fp32", "int8"])
+def test_an_int8_edge_offloads_to_triton_as_to_edgesplit_cloud(  # type: ignore[no-untyped-def]
+    int8_edge_bundle: Bundle, triton: TritonServer, digits, codec: str
+) -> None:
+    """The int8 edge's boundary is uint8: int8 sends it as it is (with its own scale), fp32 its float value."""
+    from cloud.server import CloudConfig, CloudServer
+
+    manifest = int8_edge_bundle.manifest
+    assert manifest.segments[manifest.default_split].input.quantized
+    server = CloudServer(CloudConfig(bundles=(str(int8_edge_bundle.root),), port=0, threads=1))
+    target = f"127.0.0.1:{server.start()}"
+    clients = {
+        "triton": TritonClient(triton.grpc_target, model=INT8_EDGE, bundle_hash=manifest.content_hash),
+        "edgesplit": CloudClient(target, model=manifest.model, bundle_hash=manifest.content_hash),
+    }
+    answers = {}
+    try:
+        for engine, client in clients.items():
+            client.wait_ready(30)
+            runtime = EdgeRuntime(int8_edge_bundle, cloud=client, exits=False, codec=codec)
+            answers[engine] = [runtime.infer(x) for x in _samples(digits)]
+            client.close()
+    finally:
+        server.stop(grace=1.0)
+    assert all(a.source == "cloud" and a.degraded is None for a in answers["triton"])
+    for theirs, ours in zip(answers["triton"], answers["edgesplit"], strict=True):
+        assert theirs.bytes_sent == ours.bytes_sent
+        np.testing.assert_allclose(theirs.probabilities, ours.probabilities, rtol=1e-5, atol=1e-6)

@@ -36,7 +36,7 @@ pytestmark = pytest.mark.triton
 
 SCRIPT = Path(__file__).resolve().parents[1] / "interop" / "triton_server.py"
 BATCH, CONCURRENT = 3, 16
-QUEUE_DELAY_US, STALE = 10_000, "stale"  # as conftest.py exports the repository
+QUEUE_DELAY_US, STALE, INT8_EDGE = 10_000, "stale", "int8edge"  # as conftest.py exports the repository
 
 
 def _edge_tensor(bundle: Bundle, split: int, x: np.ndarray) -> np.ndarray:
@@ -108,8 +108,10 @@ def report(
 def test_every_exported_model_is_ready(report: dict[str, Any], bundle: Bundle) -> None:
     assert (report["live"], report["ready"]) == (True, True)
     assert report["server"]["name"] == "triton" and report["server"]["version"].startswith("2.")
-    expected = {m.name for m in tail_models(bundle)} | {f"{STALE}_s{bundle.manifest.default_split}_{f}"
-                                                       for f in ("fp32", "int8")}  # fmt: skip
+    extra = {
+        f"{prefix}_s{bundle.manifest.default_split}_{f}" for prefix in (STALE, INT8_EDGE) for f in ("fp32", "int8")
+    }
+    expected = {m.name for m in tail_models(bundle)} | extra
     assert {m["name"] for m in report["index"]} == expected
     assert {m["name"]: m.get("state") for m in report["index"]} == dict.fromkeys(expected, "READY")
     assert all(model["ready"] for model in report["models"].values())

@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import queue
 import sys
+import time
 from typing import Any
 
 import numpy as np
@@ -48,7 +49,12 @@ def _batching(client: Any, plan: dict[str, Any]) -> dict[str, Any]:
         tensor.set_data_from_numpy(x)
         client.async_infer(model, [tensor], callback=lambda result, error: done.put(error))
     errors = [done.get(timeout=60) for _ in range(plan["requests"])]
-    return {"before": before, "after": _stats(client, model), "errors": [str(e) for e in errors if e is not None]}
+    # Triton updates its statistics after it has sent the responses: wait (bounded) until they count them all
+    deadline, after = time.monotonic() + 10, _stats(client, model)
+    while after["inference_count"] < before["inference_count"] + plan["requests"] and time.monotonic() < deadline:
+        time.sleep(0.01)
+        after = _stats(client, model)
+    return {"before": before, "after": after, "errors": [str(e) for e in errors if e is not None]}
 
 
 def main(argv: list[str]) -> int:
