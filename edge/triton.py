@@ -26,6 +26,7 @@ import logging
 import threading
 import time
 from collections import Counter
+from collections.abc import Mapping
 from typing import Any
 
 import grpc
@@ -37,8 +38,7 @@ from edge.client import FP32, CloudClient, PendingReply, _translate
 from edge.errors import CloudRejected, CloudUnavailable
 from protos import inference_pb2 as pb
 from protos import params
-from protos.bundle import TensorSpec
-from protos.codecs import Codec, encode
+from protos.codecs import Codec
 from protos.tensors import add_input
 
 __all__ = ["TritonClient", "model_name"]
@@ -150,25 +150,19 @@ class TritonClient(CloudClient):
             self._verdicts[name] = verdict
         return verdict
 
-    def infer_async(
-        self,
-        split: int,
-        name: str,
-        tensor: np.ndarray,
-        timeout_s: float | None = None,
-        codec: Codec = FP32,
-        boundary: TensorSpec | None = None,
+    def send(
+        self, split: int, wire: Mapping[str, np.ndarray], timeout_s: float | None = None, codec: Codec = FP32
     ) -> PendingReply:
-        """As :meth:`CloudClient.infer_async`, to the repository's model for ``split`` and ``codec``; raises
-        ``CloudRejected`` for a refused model (the runtime answers locally) and ``CloudUnavailable`` when the
-        model could not be checked yet."""
+        """As :meth:`CloudClient.send` (tensors already encoded with ``codec``), to the repository's model for
+        ``split`` and ``codec``; raises ``CloudRejected`` for a refused model (the runtime answers locally) and
+        ``CloudUnavailable`` when the model could not be checked yet."""
         refused = self.verify(split, codec)
         target = model_name(self.model, split, codec)
         if refused is not None:
             self.refused[target] += 1
             raise CloudRejected(refused)
         request = pb.ModelInferRequest(model_name=target)
-        for key, array in encode(codec, name, tensor, boundary).items():
+        for key, array in wire.items():
             add_input(request, key, array)
         start = time.perf_counter()
         future = self._stub.ModelInfer.future(request, timeout=timeout_s or self.timeout_s, metadata=self._metadata)
