@@ -8,6 +8,10 @@ PIP    := $(BIN)/python -m pip
 # protobuf<7; edgesplit pins 7). Pinned by constraints-interop.txt; `make install` and `make test` build it.
 INTEROP       := .venv-interop
 INTEROP_STAMP := $(INTEROP)/.installed
+# A third one for the Triton Inference Server the Triton tests start (cloud/tritonserver.py): the server binary from
+# the nvidia-pytriton wheel and numpy<2 for its python-backend stub. Pinned by constraints-triton.txt.
+TRITON        := .venv-triton
+TRITON_STAMP  := $(TRITON)/.installed
 
 .PHONY: demo test lint install codegen clean
 
@@ -29,12 +33,20 @@ $(INTEROP_STAMP): $(INTEROP)/bin/python constraints-interop.txt
 	$(INTEROP)/bin/python -m pip install -q -c constraints-interop.txt 'tritonclient[grpc]'
 	touch $(INTEROP_STAMP)
 
-install: $(STAMP) $(INTEROP_STAMP)
+$(TRITON)/bin/python:
+	$(PYTHON) -m venv $(TRITON)
+
+$(TRITON_STAMP): $(TRITON)/bin/python constraints-triton.txt
+	$(TRITON)/bin/python -m pip install -q -c constraints-triton.txt numpy onnxruntime
+	$(TRITON)/bin/python -m pip install -q -c constraints-triton.txt --no-deps nvidia-pytriton
+	touch $(TRITON_STAMP)
+
+install: $(STAMP) $(INTEROP_STAMP) $(TRITON_STAMP)
 
 demo: $(STAMP)
 	$(BIN)/edgesplit demo $(ARGS)
 
-test: $(STAMP) $(INTEROP_STAMP)
+test: $(STAMP) $(INTEROP_STAMP) $(TRITON_STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 lint: $(STAMP)
@@ -45,4 +57,4 @@ codegen: $(STAMP)
 	$(BIN)/python -m protos.codegen
 
 clean:
-	rm -rf $(VENV) $(INTEROP) .pytest_cache .mypy_cache .ruff_cache *.egg-info
+	rm -rf $(VENV) $(INTEROP) $(TRITON) .pytest_cache .mypy_cache .ruff_cache *.egg-info

@@ -17,6 +17,7 @@ Writes ``DIR/results.json`` (``runs``, ``limit_rps``, ``malformed``) and ``DIR/c
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import platform
 import sys
@@ -29,6 +30,7 @@ import numpy as np
 from benchmarks.load import LoadResult, run_load
 from benchmarks.malformed import malformed_suite
 from benchmarks.options import add_data_dir, add_out
+from benchmarks.triton import TRITON_ROW, triton_run, triton_server, triton_summary
 from cloud.process import CloudProcess
 from protos.bundle import Bundle
 
@@ -69,6 +71,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threads", type=int, default=0, help="ONNX Runtime threads (0: all cores)")
     parser.add_argument("--malformed", type=int, default=10_000, help="malformed requests sent (default: 10000)")
     parser.add_argument("--bench-epochs", type=int, default=1, help="training epochs of the default model")
+    parser.add_argument(
+        "--triton",
+        action="store_true",
+        help="also measure NVIDIA Triton (.venv-triton, `make install`) on the exported repository, same clients",
+    )
 
 
 def _tail_inputs(bundle: Bundle, split: int, data_dir: Path | None, n: int = 256) -> np.ndarray:
@@ -152,13 +159,14 @@ def _parity(target: str, bundle: Bundle, split: int, inputs: np.ndarray, threads
 
 
 def _measure(args: argparse.Namespace, bundle: Bundle, inputs_file: Path) -> list[dict[str, Any]]:
-    """Every client count against both servers, side by side (off, then on, per count)."""
+    """Every client count against both servers, side by side (off, then on, per count), and Triton with
+    ``--triton``."""
     spec = bundle.manifest.split_point(args.split)
     runs: list[dict[str, Any]] = []
-    with (
-        CloudProcess([bundle.root], _server_args(args, False), timeout_s=300) as off,
-        CloudProcess([bundle.root], _server_args(args, True), timeout_s=300) as on,
-    ):
+    with contextlib.ExitStack() as stack:
+        off = stack.enter_context(CloudProcess([bundle.root], _server_args(args, False), timeout_s=300))
+        on = stack.enter_context(CloudProcess([bundle.root], _server_args(args, True), timeout_s=300))
+        triton = stack.enter_context(triton_server(args, bundle, inputs_file.parent)) if args.triton else None
         for clients in args.clients:
             for batching, cloud in ((False, off), (True, on)):
                 samples, batches = _batches(cloud)
@@ -176,6 +184,11 @@ def _measure(args: argparse.Namespace, bundle: Bundle, inputs_file: Path) -> lis
                 row["mean_batch_size"] = round(more_samples / more_batches, 1) if more_batches else None
                 runs.append(row)
                 print(_row(row), file=sys.stderr, flush=True)
+            if triton is not None:
+                result, mean_batch = triton_run(triton, bundle, args, inputs_file, clients)
+                row = {"clients": clients, "batching": True, "server": TRITON_ROW, **_rounded(result)}
+                runs.append({**row, "mean_batch_size": mean_batch})
+                print(_row(runs[-1]), file=sys.stderr, flush=True)
     return runs
 
 
@@ -191,7 +204,7 @@ def _rounded(result: LoadResult) -> dict[str, Any]:
 
 
 def _row(row: dict[str, Any]) -> str:
-    mode = "on " if row["batching"] else "off"
+    mode = "triton" if row.get("server") == TRITON_ROW else "on " if row["batching"] else "off"
     return (
         f"{row['clients']:>7} {mode:>8} {row['throughput_rps']:>10.1f} {row['p50_ms']:>8.2f} {row['p99_ms']:>8.2f}"
         f" {sum(row['errors'].values()):>6} {row['mean_batch_size'] or 0:>6.1f}"
@@ -218,7 +231,7 @@ def _malformed(args: argparse.Namespace, bundle: Bundle, inputs: np.ndarray, wor
 def _summary(
     runs: list[dict[str, Any]], limit_rps: float, limit_at_mean: float | None, clients: int = 32
 ) -> dict[str, Any]:
-    at = {r["batching"]: r for r in runs if r["clients"] == clients}
+    at = {r["batching"]: r for r in runs if r["clients"] == clients and r.get("server") != TRITON_ROW}
     if len(at) < 2:
         return {}
     on, off = at[True], at[False]
@@ -242,7 +255,7 @@ def _plot(runs: list[dict[str, Any]], limit_rps: float, out: Path) -> Path:
 
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
     for batching, style in ((True, "o-"), (False, "s--")):
-        rows = [r for r in runs if r["batching"] == batching]
+        rows = [r for r in runs if r["batching"] == batching and r.get("server") != TRITON_ROW]
         label = "batching on" if batching else "batching off"
         left.plot([r["clients"] for r in rows], [r["throughput_rps"] for r in rows], style, label=label)
         right.plot([r["clients"] for r in rows], [r["p99_ms"] for r in rows], style, label=label)
@@ -290,7 +303,9 @@ def run(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         runs = _measure(args, bundle, workdir / "inputs.npy")
-        mean = next((r["mean_batch_size"] for r in runs if r["clients"] == 32 and r["batching"]), None)
+        mean = next(
+            (r["mean_batch_size"] for r in runs if r["clients"] == 32 and r["batching"] and "server" not in r), None
+        )
         limit_at_mean = _limit(bundle, args.split, inputs, round(mean), args.threads, args.seconds) if mean else None
         with CloudProcess([bundle.root], _server_args(args, True), timeout_s=300) as cloud:
             parity = _parity(cloud.target, bundle, args.split, inputs, args.threads)
@@ -312,6 +327,7 @@ def run(args: argparse.Namespace) -> int:
         "limit_batch1_rps": round(limit_b1, 1),
         "runs": runs,
         "at_32_clients": _summary(runs, limit_rps, limit_at_mean),
+        "triton_at_32_clients": triton_summary(runs, limit_rps) if args.triton else None,
         "parity": parity,
         "malformed": malformed,
         "plots": [_plot(runs, limit_rps, args.out).name],
@@ -320,7 +336,9 @@ def run(args: argparse.Namespace) -> int:
         "command": "edgesplit bench cloud " + " ".join(sys.argv[3:]),
     }
     (args.out / "results.json").write_text(json.dumps(report, indent=2) + "\n")
-    print(json.dumps({k: report[k] for k in ("limit_rps", "at_32_clients", "parity")}, indent=2))
+    print(
+        json.dumps({k: report[k] for k in ("limit_rps", "at_32_clients", "triton_at_32_clients", "parity")}, indent=2)
+    )
     m = malformed
     print(
         f"malformed: {m['requests']} requests, correct status {100 * m['correct_status']:.2f}%,"

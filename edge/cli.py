@@ -24,6 +24,7 @@ from edge.plan_cli import parse_bandwidth
 from edge.planner import Network, cost_model
 from edge.runtime import EdgeRuntime
 from edge.server import EdgeServer
+from edge.triton import TritonClient
 from protos.bundle import Bundle, Manifest
 from protos.codecs import Codec
 from protos.credentials import read_tokens
@@ -47,6 +48,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="HOST:PORT[,HOST:PORT...]",
         help="cloud server; several IP:PORT comma-separated: round robin over the replicas; without it the edge"
         " runs alone",
+    )
+    parser.add_argument(
+        "--cloud-engine",
+        choices=("edgesplit", "triton"),
+        default="edgesplit",
+        help="what serves --cloud: `edgesplit cloud` (default), or NVIDIA Triton on the repository that"
+        " `edgesplit export --format triton` wrote from this bundle (its configs must carry the bundle's hash)",
+    )
+    parser.add_argument(
+        "--triton-prefix",
+        metavar="NAME",
+        help="with --cloud-engine triton: the repository's model-name prefix (export's --model-name; default: the"
+        " bundle's model)",
     )
     parser.add_argument("--split", type=int, help="split point (default: the manifest's; edge-only without --cloud)")
     parser.add_argument(
@@ -128,9 +142,10 @@ def _client(args: argparse.Namespace, manifest: Manifest) -> CloudClient | None:
     if not args.cloud:
         return None
     token = read_tokens(args.cloud_token_file)[0] if args.cloud_token_file else None
-    client = CloudClient(
+    triton = args.cloud_engine == "triton"
+    client = (TritonClient if triton else CloudClient)(
         args.cloud,
-        model=manifest.model,
+        model=(args.triton_prefix or manifest.model) if triton else manifest.model,
         bundle_hash=manifest.content_hash,
         timeout_s=args.timeout,
         tls=_tls(args),
@@ -138,6 +153,11 @@ def _client(args: argparse.Namespace, manifest: Manifest) -> CloudClient | None:
     )
     try:
         client.wait_ready(args.timeout)
+        if isinstance(client, TritonClient):  # the handshake at start: a stale repository is said at once
+            split = manifest.default_split if args.split is None else args.split
+            refused = client.verify(split, Codec.parse(args.codec or manifest.split_point(split).codec))
+            if refused:
+                print(f"edgesplit edge: {refused}; answering locally", file=sys.stderr)
     except EdgeError as err:  # the edge keeps answering: locally, degraded, until the cloud is back
         print(f"edgesplit edge: {err}; answering locally until the cloud is back", file=sys.stderr)
     return client

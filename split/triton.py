@@ -27,6 +27,7 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+from protos import params
 from protos.bundle import WIRE_FORMATS, Bundle, SplitPoint, TensorSpec
 from protos.codecs import wire_inputs
 
@@ -139,8 +140,20 @@ def _tensor_block(spec: TensorSpec, batched: bool) -> str:
     )
 
 
-def render_config(model: TritonModel, config: TritonConfig, origin: str = "") -> str:
-    """The ``config.pbtxt`` text of ``model`` (protobuf text format of Triton's ``ModelConfig``)."""
+def _parameters(model: TritonModel, bundle_hash: str) -> str:
+    values = {params.SPLIT_POINT: str(model.split), params.CODEC: model.format}
+    if bundle_hash:
+        values[params.BUNDLE_HASH] = bundle_hash
+    blocks = [f'  {{\n    key: "{k}"\n    value: {{ string_value: "{v}" }}\n  }}' for k, v in values.items()]
+    return "parameters [\n" + ",\n".join(blocks) + "\n]"
+
+
+def render_config(model: TritonModel, config: TritonConfig, origin: str = "", bundle_hash: str = "") -> str:
+    """The ``config.pbtxt`` text of ``model`` (protobuf text format of Triton's ``ModelConfig``).
+
+    Its ``parameters`` name the split point and wire format, and the bundle's content hash when given: an edge
+    reads them (``ModelConfig``) before it offloads, and refuses a repository exported from another bundle.
+    """
     batched = not model.unbatched
     lines = [f"# Written by `edgesplit export --format triton`{origin}: split point {model.split}, {model.format}."]
     lines += [f'name: "{model.name}"', 'platform: "onnxruntime_onnx"']
@@ -161,6 +174,7 @@ def render_config(model: TritonModel, config: TritonConfig, origin: str = "") ->
             f"  max_queue_delay_microseconds: {config.max_queue_delay_us}\n}}"
         )
     lines.append(f"instance_group [\n  {{\n    kind: KIND_CPU\n    count: {config.instances}\n  }}\n]")
+    lines.append(_parameters(model, bundle_hash))
     return "\n".join(lines) + "\n"
 
 
@@ -180,5 +194,5 @@ def write_repository(
             shutil.rmtree(target)
         (target / "1").mkdir(parents=True)
         shutil.copyfile(bundle.file(model.source), target / "1" / "model.onnx")
-        (target / "config.pbtxt").write_text(render_config(model, config, origin))
+        (target / "config.pbtxt").write_text(render_config(model, config, origin, bundle.manifest.content_hash))
     return written

@@ -50,6 +50,26 @@ def test_unbatched_inputs_make_max_batch_size_zero() -> None:
     assert "dims: [ -1, 8, 4, 4 ]" in text and "dims: [ 1 ]" in text and "dims: [ -1, 10 ]" in text
 
 
+def test_config_parameters_carry_the_bundle_hash_split_point_and_wire_format() -> None:
+    model = TritonModel("m_s2_int8", 2, "int8", "tails/tail2.int8.onnx", tail_inputs("int8", B2), LOGITS)
+    text = render_config(model, TritonConfig(), bundle_hash="sha256:abc")
+    for key, value in (("edgesplit.bundle_hash", "sha256:abc"), ("edgesplit.split_point", "2"),
+                       ("edgesplit.codec", "int8")):  # fmt: skip
+        assert f'key: "{key}"\n    value: {{ string_value: "{value}" }}' in text
+    assert "edgesplit.bundle_hash" not in render_config(model, TritonConfig())
+
+
+def test_edge_model_names_match_the_repository_s() -> None:
+    from edge.triton import model_name
+    from protos.codecs import Codec
+    from split.triton import _model_name
+
+    split = type("SP", (), {"index": 3})()
+    for codec in ("fp32", "fp16", "int8", "int8c", "int8+zstd"):
+        fmt = Codec.parse(codec).format
+        assert model_name("m", 3, Codec.parse(codec)) == _model_name("m", split, fmt)  # type: ignore[arg-type]
+
+
 @pytest.mark.parametrize("kwargs", [{"max_batch_size": 0}, {"max_queue_delay_us": -1}, {"instances": 0}])
 def test_config_rejects_bad_values(kwargs: dict[str, int]) -> None:
     with pytest.raises(ValueError, match=next(iter(kwargs))):
