@@ -21,7 +21,7 @@ from edge.errors import EdgeError
 from edge.evaluate import evaluate
 from edge.metrics import MetricsServer
 from edge.plan_cli import parse_bandwidth
-from edge.planner import Network, cost_model
+from edge.planner import Network, cost_model, tensor_routes
 from edge.runtime import EdgeRuntime
 from edge.server import EdgeServer
 from edge.triton import TritonClient
@@ -220,7 +220,8 @@ def run(args: argparse.Namespace) -> int:
         race=args.race,
     )
     if args.listen:
-        return _serve(runtime, args.listen, args.metrics, _adaptive(args, runtime, client) if args.adapt else None)
+        adaptive = _adaptive(args, runtime, client, frames=False) if args.adapt else None
+        return _serve(runtime, args.listen, args.metrics, adaptive)
     if args.input is None:
         raise ValueError("give --input NPY (answer a file of samples) or --listen HOST:PORT (serve apps)")
     names, x = read_inputs(args.input)
@@ -263,12 +264,17 @@ def _adapt(
     return 0
 
 
-def _adaptive(args: argparse.Namespace, runtime: EdgeRuntime, client: CloudClient | None) -> AdaptiveEdge:
+def _adaptive(
+    args: argparse.Namespace, runtime: EdgeRuntime, client: CloudClient | None, frames: bool = True
+) -> AdaptiveEdge:
+    """``frames=False``: the samples reach the runtime as model-ready tensors (the server preprocesses them), so
+    the plan leaves out the routes that send the frame itself (jpeg/png at split point 0)."""
     if client is None:
         raise ValueError("--adapt needs --cloud: adaptation moves work between the edge and a cloud")
     bandwidth, _, rtt = args.adapt.partition("/")
     network = Network(parse_bandwidth(bandwidth), float(rtt or 0))
-    return AdaptiveEdge(runtime, client, cost_model(runtime.manifest), network)
+    costs = cost_model(runtime.manifest)
+    return AdaptiveEdge(runtime, client, costs if frames else tensor_routes(costs), network)
 
 
 def _serve(runtime: EdgeRuntime, address: str, metrics: str | None, adaptive: AdaptiveEdge | None = None) -> int:

@@ -35,7 +35,7 @@ Example:
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from edge.energy import RadioModel
 from protos.bundle import Manifest
@@ -56,6 +56,7 @@ __all__ = [
     "expected_energy_mj",
     "expected_latency_ms",
     "plan",
+    "tensor_routes",
 ]
 
 
@@ -287,6 +288,13 @@ def best_accuracy_within(costs: CostModel, network: Network, target_ms: float) -
             f" at {fastest.latency_ms:.2f} ms"
         )
     return max(ok, key=lambda c: (c.accuracy, -c.latency_ms))
+
+
+def tensor_routes(costs: CostModel) -> CostModel:
+    """``costs`` without the routes that send the frame itself (image codecs at split point 0): for an edge that
+    is handed model-ready tensors (its server preprocesses a request before the runtime sees it)."""
+    splits = tuple(replace(sc, wire={k: w for k, w in sc.wire.items() if not w.from_frame}) for sc in costs.splits)
+    return replace(costs, splits=splits)
 
 
 def cost_model(manifest: Manifest) -> CostModel:

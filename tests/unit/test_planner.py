@@ -17,6 +17,7 @@ from edge.planner import (
     expected_energy_mj,
     expected_latency_ms,
     plan,
+    tensor_routes,
 )
 
 # Three segments of 2, 3 and 5 ms on the edge; exit0 after segment 0 answers 60% of samples, exit1 after
@@ -192,6 +193,12 @@ IMAGES = CostModel(
     response_bytes=0,
     preprocess_ms=4.0,
 )
+
+
+def test_tensor_routes_leave_out_the_routes_that_send_the_frame() -> None:
+    tensors = tensor_routes(IMAGES)
+    assert [(c.split, c.codec) for c in candidates(tensors, Network(8e6, 10.0))] == [(3, "-"), (0, "fp32")]
+    assert IMAGES.splits[0].wire.keys() == {"fp32", "jpeg90"}  # the original is untouched
 
 
 def test_an_image_codec_skips_the_edges_preprocessing_and_pays_its_encode() -> None:
