@@ -496,11 +496,13 @@ def run(args: argparse.Namespace) -> int:
     with CloudProcess([bundle.root]) as cloud, _netsim() as control:
         target = control.proxy("cloud", cloud.target)
         client = CloudClient(
-            target, model=bundle.manifest.model, bundle_hash=bundle.manifest.content_hash, timeout_s=60
+            target, model=bundle.manifest.model, bundle_hash=bundle.manifest.content_hash, timeout_s=120
         )
         client.wait_ready()
         threads = int(recorded.get("device", {}).get("threads", 1))
-        runtime = EdgeRuntime(bundle, cloud=client, slowdown=slowdown, threads=threads)
+        # A deadline no route reaches: each strategy is measured at what it costs, never answered locally instead
+        # (a request the edge gave up on would still hold the shaped link and delay the next ones).
+        runtime = EdgeRuntime(bundle, cloud=client, slowdown=slowdown, threads=threads, deadline_ms=120_000)
         results["profiles"] = {}
         for name, profile in profiles.items():
             control.shape("cloud", profile)
