@@ -3,15 +3,16 @@
 ``docker/bootstrap.sh`` installs docker.io, docker-compose and debootstrap, starts dockerd and builds the base image
 (skipped when it exists); this test then exports a bundle with ``edgesplit export``, profiles it for a device 600x
 slower than this host, converts it with ``edgesplit export --format triton``, writes the digits test split as
-``.npy``, builds the three images with ``--build-arg BASE_IMAGE=…``, brings up cloud, netsim and edge, and checks that
+``.npy``, builds the three images with ``--build-arg BASE_IMAGE=…``, brings up cloud, netsim and edge (and, in parallel,
+profile ``triton``'s triton, netsim-triton and edge-triton), and checks that
 
 - the client's accuracy equals the same bundle's in-process accuracy with the same settings;
 - the offloads went through netsim: the edge shares no network with the cloud and dials netsim, its metrics count
   offloads, the cloud's count requests, and the client's offload latency follows netsim's profile;
 - after netsim's profile changes from wifi to 3g through its HTTP API, the adaptive edges' plan changes: the
   one-shot one's over the test set, and the serving one's, named in its replies;
-- the edge offloading to Triton (profile ``triton``: triton, netsim-triton, edge-triton) answers as in-process too,
-  through its own netsim, and Triton's own statistics count every offload (edgesplit cloud counts none of them).
+- the edge offloading to Triton answers as in-process too, through its own netsim, and Triton's own statistics
+  count every offload (edgesplit cloud counts none of them).
 
 Then it tears the stack down and stops the dockerd it started, by its PID. Needs root and Debian's mirror.
 """
@@ -135,8 +136,8 @@ def stack(dockerd: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[S
     deployed = Stack(env, bundle, data, repo)
     deployed.compose("down", "-v", "--remove-orphans", timeout=120)  # a run that was killed may have left it
     try:
-        deployed.compose("up", "-d", "--no-build", *SERVICES)
-        _wait_healthy(deployed, SERVICES)
+        deployed.compose("up", "-d", "--no-build", *SERVICES, *TRITON_SERVICES)  # Triton loads while cloud starts
+        _wait_healthy(deployed, SERVICES + TRITON_SERVICES)
         yield deployed
     finally:
         deployed.compose("down", "-v", "--remove-orphans", timeout=120)
@@ -236,8 +237,6 @@ def _triton_served(ip: str) -> dict[str, int]:
 def test_the_edge_offloads_to_triton_through_netsim(stack: Stack) -> None:
     x, y = np.load(stack.data / "x_test.npy"), np.load(stack.data / "y_test.npy")
     cloud_before = _metric(_scrape(stack.ip("cloud"), 9101), "edgesplit_cloud_requests_total", method="ModelInfer")
-    stack.compose("up", "-d", "--no-build", *TRITON_SERVICES)
-    _wait_healthy(stack, TRITON_SERVICES)
     result = _client(stack, "--edge", "edge-triton:8000")
     assert result["n"] == len(y) and not result["degraded"], result  # nothing refused: the repository is this bundle's
     assert result["correct"] == _in_process_correct(stack.bundle, x, y), result
