@@ -12,6 +12,8 @@ Environment (all optional):
 ``EDGESPLIT_DATA``           the test set directory: ``x_test.npy``, ``y_test.npy`` (``/data``, read-only)
 ``EDGESPLIT_CLOUD``          the edge's cloud (``HOST:PORT[,...]``); default: every proxy netsim's API lists
 ``EDGESPLIT_NETSIM_API``     netsim's API (``http://netsim:8474``)
+``EDGESPLIT_CLOUD_ENGINE``   the edge's cloud: ``edgesplit`` (default) or ``triton`` (``--cloud-engine``)
+``EDGESPLIT_TRITON_PREFIX``  with ``triton``: the repository's model-name prefix (default: the bundle's model)
 ``EDGESPLIT_SPLIT``          split point (default: the manifest's)
 ``EDGESPLIT_CODEC``          wire codec, e.g. ``int8+zstd`` (default: the manifest's)
 ``EDGESPLIT_THRESHOLDS``     exit thresholds, e.g. ``exit0=0.9,exit2=0.6`` (default: the calibrated ones)
@@ -90,6 +92,10 @@ def _netsim_cloud() -> str:
 def _edge_common() -> list[str]:
     args = ["--bundle", _env("EDGESPLIT_BUNDLE", "/bundle"), "--cloud", _env("EDGESPLIT_CLOUD") or _netsim_cloud()]
     args += ["--deadline-ms", _env("EDGESPLIT_DEADLINE_MS", "1000")]
+    if _env("EDGESPLIT_CLOUD_ENGINE"):
+        args += ["--cloud-engine", _env("EDGESPLIT_CLOUD_ENGINE")]
+    if _env("EDGESPLIT_TRITON_PREFIX"):
+        args += ["--triton-prefix", _env("EDGESPLIT_TRITON_PREFIX")]
     for spec in filter(None, (s.strip() for s in _env("EDGESPLIT_THRESHOLDS").split(","))):
         args += ["--threshold", spec]
     if _env("EDGESPLIT_EXITS").lower() in ("off", "0", "no", "false"):

@@ -2,14 +2,17 @@
 
 ``docker/bootstrap.sh`` installs docker.io, docker-compose and debootstrap, starts dockerd and builds the base image
 (skipped when it exists); this test then exports a bundle with ``edgesplit export``, profiles it for a device 600x
-slower than this host, writes the digits test split as ``.npy``, builds both images with
-``--build-arg BASE_IMAGE=…``, brings up cloud, netsim and edge, and checks that
+slower than this host, converts it with ``edgesplit export --format triton``, writes the digits test split as
+``.npy``, builds the three images with ``--build-arg BASE_IMAGE=…``, brings up cloud, netsim and edge (and, in parallel,
+profile ``triton``'s triton, netsim-triton and edge-triton), and checks that
 
 - the client's accuracy equals the same bundle's in-process accuracy with the same settings;
 - the offloads went through netsim: the edge shares no network with the cloud and dials netsim, its metrics count
   offloads, the cloud's count requests, and the client's offload latency follows netsim's profile;
 - after netsim's profile changes from wifi to 3g through its HTTP API, the adaptive edges' plan changes: the
-  one-shot one's over the test set, and the serving one's, named in its replies.
+  one-shot one's over the test set, and the serving one's, named in its replies;
+- the edge offloading to Triton answers as in-process too, through its own netsim, and Triton's own statistics
+  count every offload (edgesplit cloud counts none of them).
 
 Then it tears the stack down and stops the dockerd it started, by its PID. Needs root and Debian's mirror.
 """
@@ -36,6 +39,7 @@ PROJECT = "edgesplit-test"
 BASE_IMAGE = "edgesplit-base:bookworm"
 SLOWDOWN = "600"  # the emulated device: its full model takes ~45 ms, so wifi offloads and 3g stays on the device
 SERVICES = ("cloud", "netsim", "edge")
+TRITON_SERVICES = ("triton", "netsim-triton", "edge-triton")
 MIN_RTT_MS = {"wifi": 20.0, "3g": 150.0}  # netsim's profiles
 
 
@@ -76,10 +80,12 @@ class Stack:
     env: dict[str, str]
     bundle: Path
     data: Path
+    repo: Path
 
     def compose(self, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
-        compose = ["docker-compose", "-p", PROJECT, "-f", str(REPO / "docker-compose.yml"), "--profile", "adapt"]
-        return _run([*compose, *args], timeout, self.env)  # the profile: the adaptive edges are ours to start and stop
+        compose = ["docker-compose", "-p", PROJECT, "-f", str(REPO / "docker-compose.yml")]
+        compose += ["--profile", "adapt", "--profile", "triton"]  # their services are ours to start and stop too
+        return _run([*compose, *args], timeout, self.env)
 
     def container(self, service: str) -> str:
         return self.compose("ps", "-q", service).stdout.split()[0]
@@ -95,14 +101,15 @@ def _host_env() -> dict[str, str]:
     return {**os.environ, "PYTHONPATH": str(REPO), "STATE": "/var/tmp/edgesplit-docker", "BASE_IMAGE": BASE_IMAGE}
 
 
-def _prepare(root: Path) -> tuple[Path, Path]:
-    """The bundle (``edgesplit export``, then profiled) and the test set as ``.npy``, on the host."""
-    bundle, data, env = root / "bundle", root / "data", _host_env()
+def _prepare(root: Path) -> tuple[Path, Path, Path]:
+    """The bundle (``edgesplit export``, then profiled), its Triton repository and the test set as ``.npy``."""
+    bundle, data, repo, env = root / "bundle", root / "data", root / "triton", _host_env()
     cli = [sys.executable, "-m", "split.cli"]
     _run([*cli, "export", "--out", str(bundle), "--width", "0.25", "--epochs", "4", "--default-split", "2"], 900, env)
     _run([*cli, "profile", "--bundle", str(bundle), "--edge-slowdown", SLOWDOWN, "--runs", "5"], 300, env)
+    _run([*cli, "export", "--format", "triton", "--from-bundle", str(bundle), "--out", str(repo)], 120, env)
     _run([sys.executable, str(REPO / "docker" / "testset.py"), "--out", str(data)], 120, env)
-    return bundle, data
+    return bundle, data, repo
 
 
 def _wait_healthy(stack: Stack, services: tuple[str, ...], timeout_s: float = 120) -> None:
@@ -118,18 +125,19 @@ def _wait_healthy(stack: Stack, services: tuple[str, ...], timeout_s: float = 12
 @pytest.fixture(scope="module")
 def stack(dockerd: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     _run([BOOTSTRAP, "base"], 900, _host_env())
-    bundle, data = _prepare(tmp_path_factory.mktemp("deploy"))
-    for image in ("cloud", "edge"):
+    bundle, data, repo = _prepare(tmp_path_factory.mktemp("deploy"))
+    for image in ("cloud", "edge", "triton"):
         dockerfile = str(REPO / "docker" / f"{image}.Dockerfile")
         _run([DOCKER, "build", "-q", "--build-arg", f"BASE_IMAGE={BASE_IMAGE}", "-f", dockerfile,
               "-t", f"edgesplit-{image}", str(REPO)], 900)  # fmt: skip
     env = {**os.environ, "EDGESPLIT_BUNDLE_DIR": str(bundle), "EDGESPLIT_DATA_DIR": str(data),
-           "EDGESPLIT_PROFILE": "wifi", "EDGESPLIT_SLOWDOWN": SLOWDOWN}  # fmt: skip
-    deployed = Stack(env, bundle, data)
+           "EDGESPLIT_TRITON_REPO_DIR": str(repo), "EDGESPLIT_PROFILE": "wifi",
+           "EDGESPLIT_SLOWDOWN": SLOWDOWN}  # fmt: skip
+    deployed = Stack(env, bundle, data, repo)
     deployed.compose("down", "-v", "--remove-orphans", timeout=120)  # a run that was killed may have left it
     try:
-        deployed.compose("up", "-d", "--no-build", *SERVICES)
-        _wait_healthy(deployed, SERVICES)
+        deployed.compose("up", "-d", "--no-build", *SERVICES, *TRITON_SERVICES)  # Triton loads while cloud starts
+        _wait_healthy(deployed, SERVICES + TRITON_SERVICES)
         yield deployed
     finally:
         deployed.compose("down", "-v", "--remove-orphans", timeout=120)
@@ -216,3 +224,36 @@ def test_the_stack_answers_as_in_process_through_netsim_and_adapts(stack: Stack)
     assert serving_slow["plans"][0][1] == on_wifi and serving_slow["plans"][-1][1].startswith(f"split {n},")
     # And the serving edge's offloads now take 3g's round trip: they do go through netsim.
     assert _client(stack, "--limit", "20")["latency_ms"]["cloud"]["p50"] >= MIN_RTT_MS["3g"]
+
+
+def _triton_served(ip: str) -> dict[str, int]:
+    """Successful inference requests per model, from Triton's own statistics (HTTP ``/v2/models/stats``)."""
+    with urllib.request.urlopen(f"http://{ip}:8000/v2/models/stats", timeout=10) as response:
+        stats = json.load(response)["model_stats"]
+    counts = {m["name"]: int(m["inference_stats"]["success"]["count"]) for m in stats}
+    return {name: count for name, count in counts.items() if count}
+
+
+def test_the_edge_offloads_to_triton_through_netsim(stack: Stack) -> None:
+    x, y = np.load(stack.data / "x_test.npy"), np.load(stack.data / "y_test.npy")
+    cloud_before = _metric(_scrape(stack.ip("cloud"), 9101), "edgesplit_cloud_requests_total", method="ModelInfer")
+    result = _client(stack, "--edge", "edge-triton:8000")
+    assert result["n"] == len(y) and not result["degraded"], result  # nothing refused: the repository is this bundle's
+    assert result["correct"] == _in_process_correct(stack.bundle, x, y), result
+    assert result["sources"].get("cloud", 0) > 0 and result["latency_ms"]["cloud"]["p50"] >= MIN_RTT_MS["wifi"]
+
+    # Through its own netsim, to Triton only: Triton's statistics count every offload, edgesplit cloud none.
+    networks = {s: set(json.loads(stack.inspect(s, "{{json .NetworkSettings.Networks}}"))) for s in TRITON_SERVICES}
+    assert not networks["edge-triton"] & networks["triton"]
+    assert (
+        "--cloud netsim-triton:9001 --deadline-ms 1000 --cloud-engine triton"
+        in stack.compose("logs", "--no-color", "edge-triton").stdout
+    )
+    offloads = _metric(_scrape(stack.ip("edge-triton"), 9100), "edgesplit_edge_offload_attempts_total")
+    served = _triton_served(stack.ip("triton"))
+    print(f"edge-triton: {result['sources']}, {offloads:.0f} offloads; Triton served {served}")
+    assert offloads >= result["sources"]["cloud"] and sum(served.values()) == offloads, (offloads, served)
+    split = json.loads((stack.bundle / "manifest.json").read_text())["default_split"]
+    assert all(f"_s{split}_" in name for name in served), served
+    cloud_after = _metric(_scrape(stack.ip("cloud"), 9101), "edgesplit_cloud_requests_total", method="ModelInfer")
+    assert cloud_after == cloud_before
