@@ -28,7 +28,7 @@ import time
 import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -213,6 +213,29 @@ def _overhead_ms(listed: list[Candidate], selection: dict[str, _Measured]) -> fl
     return max(0.0, float(np.median(gaps))) if gaps else 0.0
 
 
+def _served(costs: CostModel, listed: list[Candidate], selection: dict[str, _Measured]) -> CostModel:
+    """``costs`` with each offloading route's cost as served: the selection pass's excess over the profile (per
+    offload; the profile times the tail in-process, the served route adds the server's decode, executor hop and
+    batcher, the request's building and the proxy) added to that route's decode, and the median excess to the
+    routes not measured. The edge learns the same from its traffic: every reply carries the server's time."""
+    excess: dict[tuple[int, str], list[float]] = {}
+    for c in listed:
+        if c.label in selection and c.offload_rate >= 0.5:
+            excess.setdefault((c.split, c.codec), []).append((selection[c.label].mean - c.latency_ms) / c.offload_rate)
+    if not excess:
+        return costs
+    per_route = {k: float(np.median(v)) for k, v in excess.items()}
+    default = float(np.median(list(per_route.values())))
+    splits = []
+    for sc in costs.splits:
+        wire = {
+            codec: replace(w, decode_ms=max(0.0, w.decode_ms + per_route.get((sc.index, codec), default)))
+            for codec, w in sc.wire.items()
+        }
+        splits.append(replace(sc, wire=wire))
+    return replace(costs, splits=tuple(splits))
+
+
 def _profile_run(
     runtime: EdgeRuntime,
     client: CloudClient,
@@ -223,6 +246,7 @@ def _profile_run(
     oracle_within: float = float("inf"),
     energy: Energy | None = None,
     labels: np.ndarray | None = None,
+    calibrate: str = "route",
 ) -> dict[str, Any]:
     """Two passes over the same samples. Selection: every configuration expected within ``oracle_within`` of the
     fastest (the strategies' own always), interleaved; the oracle is the best measured one within the accuracy
@@ -243,7 +267,12 @@ def _profile_run(
     admissible = {c.label for c in shortlist if c.accuracy >= floor}
     oracle_label = min((m for m in selection.values() if m.label in admissible), key=lambda m: m.mean).label
 
+    profiled = {c.label: c for c in listed}  # the profile's own expectation, for the record
     network = Network(pinged.bandwidth_bps, pinged.rtt_ms, overhead_ms=_overhead_ms(listed, selection))
+    if calibrate == "route":
+        costs, network = _served(costs, listed, selection), pinged
+    elif calibrate == "none":
+        network = pinged
     listed = candidates(costs, network, energy)
     chosen = _strategies(costs, network, budget, listed)
     if energy is not None:
@@ -257,9 +286,10 @@ def _profile_run(
         p = percentiles(m.latencies)
         out[strategy] = {"config": m.label, "mean_ms": p["mean"], "p50_ms": p["p50"], "p95_ms": p["p95"], **m.breakdown}
         out[strategy].update(expected_ms=c.latency_ms, accuracy_expected=c.accuracy, accuracy=m.accuracy,
-                             energy_mj=m.energy_mj, energy_mj_expected=c.energy_mj)  # fmt: skip
+                             energy_mj=m.energy_mj, energy_mj_expected=c.energy_mj,
+                             expected_ms_profile=profiled[label].latency_ms)  # fmt: skip
     out["network"] = {"bandwidth_bps": network.bandwidth_bps, "rtt_ms_measured": network.rtt_ms,
-                      "offload_overhead_ms": network.overhead_ms}  # fmt: skip
+                      "offload_overhead_ms": network.overhead_ms, "calibrate": calibrate}  # fmt: skip
     out["selection_pass"] = {label: m.mean for label, m in sorted(selection.items(), key=lambda kv: kv[1].mean)}
     out["shortlist"] = len(shortlist)
     return out
@@ -396,6 +426,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=3.0,
         help="the oracle measures every configuration expected within this factor of the fastest (default %(default)s)",
     )
+    group.add_argument(
+        "--calibrate",
+        default="route",
+        choices=["route", "offload", "none"],
+        help="what the planner learns from the selection pass's offloads: each route's served cost (route), one"
+        " per-offload overhead (offload), or nothing, the profile alone (none); default %(default)s",
+    )
     group.add_argument("--compute-w", type=float, default=None, help="the device's compute power (default: its own)")
     group.add_argument(
         "--radio-cold",
@@ -509,7 +546,7 @@ def run(args: argparse.Namespace) -> int:
             print(f"profile {name}: measuring the configurations", file=sys.stderr)
             power = None if energy is None else Energy(energy[0], _radio(name, profile, not args.radio_cold))
             results["profiles"][name] = _profile_run(
-                runtime, client, samples, costs, profile, budget, args.oracle_within, power, y_test
+                runtime, client, samples, costs, profile, budget, args.oracle_within, power, y_test, args.calibrate
             )
         if args.adapt_requests:
             adapt_samples = np.resize(samples, (args.adapt_requests, *samples.shape[1:]))
@@ -540,6 +577,9 @@ def _targets(profiles: dict[str, Any]) -> dict[str, Any]:
             "planned_vs_oracle": row["planned"]["mean_ms"] / row["oracle"]["mean_ms"],
             "planned_vs_best_single": row["planned"]["mean_ms"] / min(single),
             "prediction_error": {s: row[s]["expected_ms"] / row[s]["mean_ms"] - 1 for s in STRATEGIES if s in row},
+            "prediction_error_profile_alone": {
+                s: row[s]["expected_ms_profile"] / row[s]["mean_ms"] - 1 for s in STRATEGIES if s in row
+            },
         }
     return out
 
@@ -563,6 +603,8 @@ def _table(results: dict[str, Any]) -> str:
         lines.append(
             f"{'':<16} planned/oracle {t['planned_vs_oracle']:.3f}, planned/best single route"
             f" {t['planned_vs_best_single']:.3f}, planned expected/measured {1 + t['prediction_error']['planned']:.3f}"
+            f" (profile alone {1 + t['prediction_error_profile_alone']['planned']:.3f}), worst strategy"
+            f" {1 + max(t['prediction_error'].values(), key=abs):.3f}"
         )
     a = results.get("adaptation")
     if a:
