@@ -33,7 +33,7 @@ def test_demo_writes_table_and_json(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr[-3000:]
     for row in ("device: cortex-m4", "network: 3g", "hybrid", "edge only", "cloud only", "planned", "full model"):
         assert row in result.stdout
-    assert "is fastest on average here because" in result.stdout
+    assert "The planned route (" in result.stdout and " here because " in result.stdout
     data = json.loads(out.read_text())
     assert data["dataset"] == "digits" and data["n"] == 20
     assert data["device"]["name"] == "cortex-m4" and data["device"]["factor"] > 1
