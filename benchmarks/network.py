@@ -42,7 +42,7 @@ from cloud.process import CloudProcess
 from edge.adapt import AdaptiveEdge
 from edge.client import CloudClient
 from edge.devices import DEVICES
-from edge.energy import RadioModel, link_type_of, radio_model
+from edge.energy import RadioModel, answer_energy_mj, link_type_of, radio_model
 from edge.evaluate import percentiles
 from edge.planner import Candidate, CostModel, Energy, Network, candidates, cost_model, plan
 from edge.runtime import Answer, EdgeRuntime
@@ -151,12 +151,11 @@ def _measure(
             start = time.perf_counter()
             answer = runtime.infer(x)
             latencies[j].append((time.perf_counter() - start) * 1e3)
-            split = _breakdown(answer, latencies[j][-1], network)
-            parts[j] += split
+            parts[j] += _breakdown(answer, latencies[j][-1], network)
             correct[j] += answer.label == int(y)
             if energy is not None:
-                radio = energy.radio.energy_mj(answer.bytes_sent + response_bytes) if answer.source == "cloud" else 0
-                joules[j] += energy.compute_w * split[0] + radio
+                ms = latencies[j][-1]
+                joules[j] += answer_energy_mj(answer, ms, energy.compute_w, energy.radio, response_bytes)
     names = ("edge_compute_ms", "cloud_compute_ms", "transfer_ms", "queueing_ms")
     n = len(samples)
     return [
@@ -205,31 +204,33 @@ def _strategies(costs: CostModel, network: Network, budget: float, listed: list[
     return chosen
 
 
-def _overhead_ms(listed: list[Candidate], selection: dict[str, _Measured]) -> float:
-    """The per-offload overhead the cost model misses, from the selection pass: over the configurations that
-    offload at least half their samples, the median of (measured - expected) / offload rate (>= 0)."""
-    gaps = [(selection[c.label].mean - c.latency_ms) / c.offload_rate
-            for c in listed if c.label in selection and c.offload_rate >= 0.5]  # fmt: skip
-    return max(0.0, float(np.median(gaps))) if gaps else 0.0
-
-
-def _served(costs: CostModel, listed: list[Candidate], selection: dict[str, _Measured]) -> CostModel:
-    """``costs`` with each offloading route's cost as served: the selection pass's excess over the profile (per
-    offload; the profile times the tail in-process, the served route adds the server's decode, executor hop and
-    batcher, the request's building and the proxy) added to that route's decode, and the median excess to the
-    routes not measured. The edge learns the same from its traffic: every reply carries the server's time."""
-    excess: dict[tuple[int, str], list[float]] = {}
+def _excess_ms(listed: list[Candidate], selection: dict[str, _Measured]) -> dict[tuple[int, str], float]:
+    """Per offloading route (split, codec) the selection pass measured: what one offload cost beyond the cost
+    model's expectation, (measured - expected) / offload rate, over its configurations offloading at least half."""
+    gaps: dict[tuple[int, str], list[float]] = {}
     for c in listed:
         if c.label in selection and c.offload_rate >= 0.5:
-            excess.setdefault((c.split, c.codec), []).append((selection[c.label].mean - c.latency_ms) / c.offload_rate)
+            gaps.setdefault((c.split, c.codec), []).append((selection[c.label].mean - c.latency_ms) / c.offload_rate)
+    return {k: float(np.median(v)) for k, v in gaps.items()}
+
+
+def _overhead_ms(excess: dict[tuple[int, str], float]) -> float:
+    """One per-offload overhead for every route: the median excess (>= 0)."""
+    return max(0.0, float(np.median(list(excess.values())))) if excess else 0.0
+
+
+def _served(costs: CostModel, excess: dict[tuple[int, str], float]) -> CostModel:
+    """``costs`` with each offloading route's cost as served: the selection pass's excess over the profile (the
+    profile times the tail in-process, the served route adds the server's decode, executor hop and batcher, the
+    request's building and the proxy) added to that route's decode, and the median excess to the routes not
+    measured. The edge learns the same from its traffic: every reply carries the server's time."""
     if not excess:
         return costs
-    per_route = {k: float(np.median(v)) for k, v in excess.items()}
-    default = float(np.median(list(per_route.values())))
+    default = float(np.median(list(excess.values())))
     splits = []
     for sc in costs.splits:
         wire = {
-            codec: replace(w, decode_ms=max(0.0, w.decode_ms + per_route.get((sc.index, codec), default)))
+            codec: replace(w, decode_ms=max(0.0, w.decode_ms + excess.get((sc.index, codec), default)))
             for codec, w in sc.wire.items()
         }
         splits.append(replace(sc, wire=wire))
@@ -268,9 +269,10 @@ def _profile_run(
     oracle_label = min((m for m in selection.values() if m.label in admissible), key=lambda m: m.mean).label
 
     profiled = {c.label: c for c in listed}  # the profile's own expectation, for the record
-    network = Network(pinged.bandwidth_bps, pinged.rtt_ms, overhead_ms=_overhead_ms(listed, selection))
+    excess = _excess_ms(listed, selection)
+    network = Network(pinged.bandwidth_bps, pinged.rtt_ms, overhead_ms=_overhead_ms(excess))
     if calibrate == "route":
-        costs, network = _served(costs, listed, selection), pinged
+        costs, network = _served(costs, excess), pinged
     elif calibrate == "none":
         network = pinged
     listed = candidates(costs, network, energy)

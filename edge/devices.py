@@ -48,7 +48,7 @@ __all__ = [
 ]
 
 REFERENCE_MODEL = "MobileNetV2 1.0, 224x224, float32, batch 1"
-REFERENCE_INPUT = (1, 3, 224, 224)
+REFERENCE_INPUT = (1, 3, 224, 224)  # the shape a reference session without a static one is fed
 
 REFERENCE_MODELS: Mapping[str, str] = MappingProxyType(
     {

@@ -33,8 +33,12 @@ Example:
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-__all__ = ["LINK_TYPES", "RadioModel", "link_type_of", "radio_model"]
+if TYPE_CHECKING:
+    from edge.runtime import Answer
+
+__all__ = ["LINK_TYPES", "RadioModel", "answer_energy_mj", "link_type_of", "radio_model"]
 
 LINK_TYPES = ("3g", "4g", "wifi")
 """The radio models, named as netsim's network profiles."""
@@ -94,3 +98,13 @@ def link_type_of(network: str, default: str = "wifi") -> str:
     so it gets ``default`` (``wifi`` unless the caller names one)."""
     key = network.strip().lower()
     return key if key in LINK_TYPES else default
+
+
+def answer_energy_mj(
+    answer: Answer, latency_ms: float, compute_w: float, radio: RadioModel, reply_bytes: float = 0.0
+) -> float:
+    """One measured answer's energy (mJ): compute power x the device's own time (all of ``latency_ms`` but the
+    round trip, for an offload) plus, for an offload, the radio's energy for the request and the reply."""
+    if answer.source != "cloud":
+        return compute_w * latency_ms
+    return compute_w * max(latency_ms - answer.rpc_ms, 0.0) + radio.energy_mj(answer.bytes_sent + reply_bytes)

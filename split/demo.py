@@ -25,7 +25,7 @@ import torch
 from cloud.process import CloudProcess
 from edge.client import CloudClient
 from edge.devices import DEVICES, device
-from edge.energy import RadioModel, link_type_of, radio_model
+from edge.energy import RadioModel, answer_energy_mj, link_type_of, radio_model
 from edge.evaluate import percentiles
 from edge.planner import Candidate, Network, candidates, cost_model, plan
 from edge.runtime import Answer, EdgeRuntime
@@ -109,13 +109,6 @@ class _Route:
         }
 
 
-def _energy_mj(answer: Answer, latency_ms: float, compute_w: float, radio: RadioModel, reply_bytes: float) -> float:
-    """Compute power x the device's own time (all of it but the round trip) + the radio for what was sent."""
-    if answer.source != "cloud":
-        return compute_w * latency_ms
-    return compute_w * max(latency_ms - answer.rpc_ms, 0.0) + radio.energy_mj(answer.bytes_sent + reply_bytes)
-
-
 def _hybrid(listed: list[Candidate], n: int, split: int | None, codec: str | None) -> Candidate:
     """``--split``/``--codec`` with exits, or the fastest route that keeps exits on the device and offloads."""
     hybrids = [c for c in listed if c.exits and 0 < c.split < n and (split is None or c.split == split)]
@@ -192,7 +185,7 @@ def _measure(
             ms = (time.perf_counter() - start) * 1e3
             route.latencies.append(ms)
             route.answers.append(answer)
-            route.energy_mj.append(_energy_mj(answer, ms, compute_w, radio, reply_bytes))
+            route.energy_mj.append(answer_energy_mj(answer, ms, compute_w, radio, reply_bytes))
 
 
 def run(args: argparse.Namespace) -> int:

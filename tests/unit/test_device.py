@@ -174,3 +174,16 @@ def test_radio_energy_is_the_published_arithmetic() -> None:
     assert link_type_of("4g") == "4g" and link_type_of("10mbit/40ms") == "wifi" and link_type_of("x", "3g") == "3g"
     with pytest.raises(ValueError, match="unknown link type 'gsm'; valid: 3g, 4g, wifi"):
         radio_model("gsm", 1e6)
+
+
+def test_an_answers_energy_is_compute_for_its_own_time_and_the_radio_for_an_offload() -> None:
+    from types import SimpleNamespace
+
+    from edge.energy import RadioModel, answer_energy_mj
+
+    radio = RadioModel("test", 0.01, 100.0, "hand-made")
+    local = SimpleNamespace(source="exit", rpc_ms=0.0, bytes_sent=0)
+    offload = SimpleNamespace(source="cloud", rpc_ms=30.0, bytes_sent=1000)
+    assert answer_energy_mj(local, 50.0, 2.0, radio) == pytest.approx(100.0)  # type: ignore[arg-type]
+    # 2 W x (50 - 30) ms on the device + 0.01 mJ x (1000 + 64) bytes + 100 mJ per transfer
+    assert answer_energy_mj(offload, 50.0, 2.0, radio, 64) == pytest.approx(40.0 + 10.64 + 100.0)  # type: ignore[arg-type]
