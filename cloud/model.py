@@ -15,7 +15,7 @@ import onnxruntime as ort
 from cloud.batcher import BatchConfig, Batcher
 from cloud.errors import FailedPrecondition, InvalidArgument
 from cloud.images import ImageInput
-from protos.bundle import WIRE_FORMATS, Bundle, Manifest
+from protos.bundle import IMAGE_FORMATS, WIRE_FORMATS, Bundle, Manifest
 from protos.codecs import Codec
 from protos.tensors import DATATYPES
 
@@ -219,7 +219,7 @@ class TailModel:
 
     def _image_codec(self, split: int, codec: object) -> Codec | None:
         """The image codec asked for (``png``, ``jpeg<Q>``), else None; INVALID_ARGUMENT where it cannot be."""
-        if not isinstance(codec, str) or not (codec == "png" or codec.startswith("jpeg")):
+        if not isinstance(codec, str) or not codec.startswith(IMAGE_FORMATS):
             return None
         try:
             parsed = Codec.parse(codec)
