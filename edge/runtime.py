@@ -29,12 +29,14 @@ import math
 import random
 import threading
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, fields, replace
 from typing import Any
 
 import numpy as np
 import onnxruntime as ort
 
+from edge.auditor import AuditConfig, Auditor
 from edge.breaker import CircuitBreaker
 from edge.client import CloudClient, CloudReply
 from edge.device import Session, slowed
@@ -121,16 +123,20 @@ class _ExitGate:
 
 class _Run:
     """One request's local progress: ``tensors[i]`` is segment ``i``'s input (``tensors[0]`` the sample);
-    ``candidates`` the exit heads evaluated, as (confidence key, answer). On an image codec's route ``frame``
-    is the device's frame and ``tensors`` starts empty: the sample is preprocessed only if the edge needs it."""
+    ``candidates`` the exit heads evaluated, as (confidence key, answer); ``thresholds`` the exits' thresholds in
+    force, read once per request (by segment index). On an image codec's route ``frame`` is the device's frame and
+    ``tensors`` starts empty: the sample is preprocessed only if the edge needs it."""
 
-    __slots__ = ("candidates", "deadline", "frame", "tensors")
+    __slots__ = ("candidates", "deadline", "frame", "tensors", "thresholds")
 
-    def __init__(self, sample: np.ndarray | None, deadline: float, frame: np.ndarray | None = None) -> None:
+    def __init__(
+        self, sample: np.ndarray | None, deadline: float, thresholds: dict[int, float], frame: np.ndarray | None = None
+    ) -> None:
         self.tensors = [] if sample is None else [sample]
         self.deadline = deadline
         self.candidates: list[tuple[float, Answer]] = []
         self.frame = frame
+        self.thresholds = thresholds
 
     @property
     def done(self) -> int:
@@ -213,6 +219,8 @@ class EdgeRuntime:
         retry: how transient failures are retried (default: :class:`~edge.retry.RetryPolicy`'s).
         rng: the random source of the retry jitter.
         probe_timeout_s: the health check's timeout when the breaker is half-open.
+        audit: audit a fraction of exited samples against the cloud and (``adaptive``) re-calibrate the thresholds
+            in force at run time (:mod:`edge.auditor`); ``None``: off. Call :meth:`close` to stop its thread.
     """
 
     def __init__(
@@ -231,6 +239,7 @@ class EdgeRuntime:
         retry: RetryPolicy | None = None,
         rng: random.Random | None = None,
         probe_timeout_s: float = 0.5,
+        audit: AuditConfig | None = None,
     ) -> None:
         self.manifest = bundle.manifest
         self.inputs = Inputs.load(bundle, threads)
@@ -261,6 +270,13 @@ class EdgeRuntime:
         self._probe_timeout_s = probe_timeout_s
         self._clock = time.monotonic
         self._counters = _Counters()
+        # The thresholds in force, by segment index: one dict swapped as a whole (set_thresholds), read once per
+        # request; the manifest's calibrated thresholds are never changed.
+        self._thresholds = {i: g.spec.threshold for i, g in self._exits.items()}
+        self._auditor = None if audit is None else Auditor(
+            self.manifest, cloud, self.breaker, audit, self.set_thresholds,
+            len(self.manifest.exits_before(self._route.split)), rng=random.Random(self._rng.random()),
+        )  # fmt: skip
 
     @property
     def route(self) -> Route:
@@ -287,6 +303,31 @@ class EdgeRuntime:
         self._route = self._check(split, codec, exits)
         return self._route
 
+    @property
+    def thresholds(self) -> dict[str, float]:
+        """The exits' thresholds in force, by exit name (the manifest's calibrated ones unless set otherwise)."""
+        current = self._thresholds
+        return {g.spec.name: current[i] for i, g in self._exits.items()}
+
+    def set_thresholds(self, values: Mapping[str, float]) -> None:
+        """Put new thresholds in force (by exit name; the others keep theirs), all at once for the next request.
+        The manifest is not changed. An unknown exit name lists the valid ones."""
+        names = {g.spec.name: i for i, g in self._exits.items()}
+        unknown = sorted(set(values) - set(names))
+        if unknown:
+            raise KeyError(f"no exits {unknown}; exits: {list(names)}")
+        new = dict(self._thresholds)
+        for name, value in values.items():
+            if not isinstance(value, int | float) or math.isnan(value):
+                raise ValueError(f"threshold of {name!r} must be a number, got {value!r}")
+            new[names[name]] = float(value)
+        self._thresholds = new
+
+    def close(self) -> None:
+        """Stop the audit thread (when audits are on); the runtime keeps answering, without audits."""
+        if self._auditor is not None:
+            self._auditor.close()
+
     def segment_session(self, index: int) -> Session:
         """The session of segment ``index`` (the one :meth:`infer` runs)."""
         return self._segments[index]
@@ -300,9 +341,12 @@ class EdgeRuntime:
 
     def stats(self) -> dict[str, Any]:
         """Counters: ``requests``, ``answers`` by source, ``exits`` per exit, ``offloads`` (tries sent), ``retries``,
-        ``race_local_wins``, ``fallbacks`` by reason, ``bytes_sent``, ``breaker`` (``state``, times ``opened``)."""
+        ``race_local_wins``, ``fallbacks`` by reason, ``bytes_sent``, ``breaker`` (``state``, times ``opened``); with
+        audits, ``audit`` (:meth:`edge.auditor.Auditor.stats`: audits and, per exit, estimate, bound, thresholds)."""
         values = self._counters.snapshot()
         values["breaker"] = {"state": self.breaker.state, "opened": self.breaker.opened}
+        if self._auditor is not None:
+            values["audit"] = self._auditor.stats()
         return values
 
     def _check(self, split: int, codec: str | None, exits: bool) -> Route:
@@ -336,9 +380,9 @@ class EdgeRuntime:
         deadline = start + (self._deadline_s if deadline_ms is None else _deadline_s(deadline_ms))
         route = self._route  # one read: a concurrent switch never mixes two routes in one request
         if route.codec.image:
-            run = _Run(None, deadline, frame=self.inputs.frame(x, route.codec.name))
+            run = _Run(None, deadline, self._thresholds, frame=self.inputs.frame(x, route.codec.name))
         else:
-            run = _Run(self.inputs.one(x), deadline)
+            run = _Run(self.inputs.one(x), deadline, self._thresholds)
         offload: Offload | None = None
         answer = self._head(run, route)
         if answer is None:
@@ -347,6 +391,8 @@ class EdgeRuntime:
         # dataclasses.replace costs microseconds, several percent of a small model's whole run).
         object.__setattr__(answer, "latency_ms", (clock() - start) * 1e3)
         self._counters.count(answer, offload)
+        if self._auditor is not None:
+            self._auditor.record(run.candidates, run.tensors, answer)
         return answer
 
     def _head(self, run: _Run, route: Route) -> Answer | None:
@@ -382,7 +428,7 @@ class EdgeRuntime:
         score = top if type(crit) is MaxSoftmax else float(crit.score(p))  # the top probability is max-softmax's
         answer = _local_answer(label, top, "exit", p, i + 1, gate.spec.name)
         run.candidates.append((score if crit.higher_is_confident else -score, answer))
-        return answer if confident(crit, score, gate.spec.threshold) else None  # type: ignore[arg-type]
+        return answer if confident(crit, score, run.thresholds[i]) else None  # type: ignore[arg-type]
 
     def _full(self, run: _Run, degraded: str | None = None) -> Answer:
         p, label, top = top_class(run.tensors[-1][0])
