@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from edge.adapt import AdaptiveEdge
+from edge.auditor import AuditConfig
 from edge.channel import ClientTLS
 from edge.client import CloudClient
 from edge.devices import DEVICES, manifest_factor
@@ -118,6 +119,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--metrics", metavar="HOST:PORT", help="serve Prometheus metrics on http://HOST:PORT/metrics (with --listen)"
     )
     parser.add_argument("--race", action="store_true", help="run the rest locally while the tensor is in flight")
+    audit = parser.add_argument_group("online audits of exited samples (edge.auditor; default: off)")
+    audit.add_argument(
+        "--audit-rate",
+        type=float,
+        metavar="FRACTION",
+        help="also send this fraction of exited samples to the cloud, in the background (e.g. 0.05), to estimate"
+        " each exit's agreement with the full model",
+    )
+    audit.add_argument("--audit-max-rps", type=float, default=20.0, help="at most this many audits a second")
+    audit.add_argument("--audit-window", type=int, default=2000, help="requests the estimates cover")
+    audit.add_argument(
+        "--adaptive-thresholds",
+        action="store_true",
+        help="re-calibrate the thresholds in force from the evidence (tighten at once when an exit breaks its share"
+        " of the budget, loosen gradually back toward the calibrated one); needs --audit-rate",
+    )
     parser.add_argument("--json", type=Path, metavar="PATH", help="write the summary (with --labels) as JSON")
     security = parser.add_argument_group("cloud security (default: plaintext, no token)")
     security.add_argument("--cloud-ca", metavar="FILE", help="TLS: verify the cloud with this CA certificate (PEM)")
@@ -218,7 +235,16 @@ def run(args: argparse.Namespace) -> int:
         slowdown=slowdown,
         deadline_ms=args.deadline_ms,
         race=args.race,
+        audit=_audit_config(args),
     )
+    try:
+        return _answer(args, runtime, client)
+    finally:
+        runtime.close()
+
+
+def _answer(args: argparse.Namespace, runtime: EdgeRuntime, client: CloudClient | None) -> int:
+    manifest = runtime.manifest
     if args.listen:
         adaptive = _adaptive(args, runtime, client, frames=False) if args.adapt else None
         return _serve(runtime, args.listen, args.metrics, adaptive)
@@ -236,10 +262,23 @@ def run(args: argparse.Namespace) -> int:
             print(f"{names[i]}\t{manifest.classes[a.label]}\t{a.confidence:.3f}\t{where}{degraded}")
         return 0
     stats, _ = evaluate(runtime, x, labels)
-    print(json.dumps(stats.to_dict(), indent=2))
+    summary = stats.to_dict()
+    if "audit" in (counters := runtime.stats()):
+        summary["audit"] = counters["audit"]
+    print(json.dumps(summary, indent=2))
     if args.json:
-        args.json.write_text(json.dumps(stats.to_dict(), indent=2) + "\n")
+        args.json.write_text(json.dumps(summary, indent=2) + "\n")
     return 0
+
+
+def _audit_config(args: argparse.Namespace) -> AuditConfig | None:
+    if args.audit_rate is None:
+        if args.adaptive_thresholds:
+            raise ValueError("--adaptive-thresholds needs --audit-rate (e.g. 0.05): the evidence comes from audits")
+        return None
+    return AuditConfig(
+        rate=args.audit_rate, max_rps=args.audit_max_rps, adaptive=args.adaptive_thresholds, window=args.audit_window
+    )
 
 
 def device_emulation(args: argparse.Namespace, manifest: Manifest) -> tuple[float, int]:

@@ -50,10 +50,35 @@ def render(stats: Mapping[str, Any], model: str) -> str:
     breaker = stats["breaker"]
     metric("breaker_state", "gauge", "1 for the breaker's current state.", [({"state": breaker["state"]}, 1)])
     metric("breaker_opened_total", "counter", "Times the breaker opened.", [({}, breaker["opened"])])
+    if "audit" in stats:
+        _audit(stats["audit"], metric)
     latency = stats.get("latency_ms")
     if latency:
         out.extend(exposition.histogram(f"{_PREFIX}_latency_ms", "Request latency, ms.", [(base, latency)]))
     return "\n".join(out) + "\n"
+
+
+def _audit(
+    audit: Mapping[str, Any], metric: Callable[[str, str, str, list[tuple[dict[str, object], float]]], None]
+) -> None:
+    """Audits and, per exit, the online estimate and the thresholds (:meth:`edge.auditor.Auditor.stats`)."""
+    exits = audit["exits"].items()
+    rows = {key: [({"exit": name}, e[key]) for name, e in exits if e[key] is not None]
+            for key in ("agreement", "disagreement", "bound", "allowance", "threshold", "calibrated")}  # fmt: skip
+    metric("exit_agreement", "gauge", "Estimated agreement with the full model of the samples an exit lets go.",
+           rows["agreement"])  # fmt: skip
+    metric("exit_disagreement", "gauge", "Estimated disagreements at an exit per request (window).",
+           rows["disagreement"])  # fmt: skip
+    metric("exit_disagreement_bound", "gauge", "The disagreement's one-sided bound per request.", rows["bound"])
+    metric("exit_disagreement_allowance", "gauge", "The exit's share of the budget.", rows["allowance"])
+    metric("exit_threshold", "gauge", "The exit threshold in force.", rows["threshold"])
+    metric("exit_threshold_calibrated", "gauge", "The exit threshold calibrated offline.", rows["calibrated"])
+    metric("audits_total", "counter", "Exited samples audited, by outcome.",
+           [({"outcome": k}, audit[k]) for k in ("selected", "sent", "completed")])  # fmt: skip
+    metric("audits_dropped_total", "counter", "Audits chosen but not answered, by reason.",
+           [({"reason": k}, v) for k, v in audit["dropped"].items()])  # fmt: skip
+    metric("audit_bytes_total", "counter", "Tensor bytes sent by audits.", [({}, audit["bytes"])])
+    metric("threshold_changes_total", "counter", "Exit threshold changes.", [({}, audit["changes"])])
 
 
 class MetricsServer(exposition.MetricsServer):
