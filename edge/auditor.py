@@ -167,7 +167,7 @@ class Auditor:
         self._dropped = dict.fromkeys(DROP_REASONS, 0)
         self._unexited = self._referenced = 0
         self._paused_until = -math.inf
-        self._queue: queue.Queue[_Item | None] = queue.Queue(config.queue)
+        self._queue: queue.Queue[_Item] = queue.Queue(config.queue)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._work, name="edgesplit-audit", daemon=True)
         self._thread.start()
@@ -217,7 +217,10 @@ class Auditor:
             except queue.Empty:
                 item = None
             if item is not None:
-                self._audit(item)
+                try:
+                    self._audit(item)
+                finally:
+                    self._queue.task_done()
             if self.controller.due(self.evidence):
                 self.evaluate()
 
@@ -274,16 +277,21 @@ class Auditor:
     def _unkey(self, name: str, key: float) -> float:
         return self._sign[self._index[name]] * key
 
+    def flush(self) -> None:
+        """Wait until every audit queued so far has been answered or dropped (tests, benchmarks)."""
+        self._queue.join()
+
     def close(self, timeout_s: float = 5.0) -> None:
         """Stop the audit thread; audits still queued are dropped (``closed``)."""
         self._stop.set()
         self._thread.join(timeout_s)
         while True:
             try:
-                if self._queue.get_nowait() is not None:
-                    self._drop("closed")
+                self._queue.get_nowait()
             except queue.Empty:
                 return
+            self._drop("closed")
+            self._queue.task_done()
 
     def stats(self) -> dict[str, Any]:
         """Audit counters and, per exit, the estimate, bound, allowance and thresholds (criterion units)."""

@@ -146,3 +146,18 @@ def test_bad_audit_settings_are_named(kwargs: dict[str, float], match: str) -> N
 def test_bad_controller_settings_are_named(kwargs: dict[str, float], match: str) -> None:
     with pytest.raises(ValueError, match=match):
         ControllerConfig(**kwargs)  # type: ignore[arg-type]
+
+
+def test_edge_cli_audit_flags() -> None:
+    import argparse
+
+    from edge.cli import _audit_config, add_arguments
+
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    base = ["--bundle", "b"]
+    assert _audit_config(parser.parse_args(base)) is None
+    config = _audit_config(parser.parse_args([*base, "--audit-rate", "0.05", "--adaptive-thresholds"]))
+    assert config is not None and (config.rate, config.max_rps, config.adaptive) == (0.05, 20.0, True)
+    with pytest.raises(ValueError, match="--adaptive-thresholds needs --audit-rate"):
+        _audit_config(parser.parse_args([*base, "--adaptive-thresholds"]))
