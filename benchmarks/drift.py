@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import random
 import sys
 import time
 from pathlib import Path
@@ -111,7 +112,9 @@ def _runtimes(bundle: Bundle, target: str, args: argparse.Namespace) -> dict[str
                         controller=controller)  # fmt: skip
     return {
         "static": EdgeRuntime(bundle, cloud=clients[0], deadline_ms=30_000),
-        "adaptive": EdgeRuntime(bundle, cloud=clients[1], deadline_ms=30_000, audit=audit),
+        "adaptive": EdgeRuntime(
+            bundle, cloud=clients[1], deadline_ms=30_000, audit=audit, rng=random.Random(args.seed)
+        ),
         "full": EdgeRuntime(bundle, split=len(m.segments), exits=False),
         "clients": clients,
     }
@@ -171,8 +174,10 @@ def _phase_row(rec: dict[str, Any], y: np.ndarray, mask: np.ndarray) -> dict[str
         }
     idx = np.nonzero(mask)[0]
     first, last = idx[0], idx[-1]
-    before = rec["audits"][first - 1] if first else 0
-    sent = int(rec["audits"][last] - before)
+    if last - first + 1 != len(idx):  # interleaved requests (one corruption's): audits are counted per stretch
+        row["adaptive"].update(audits=None, audit_bytes=None, audited_of_exited=None)
+        return row
+    sent = int(rec["audits"][last] - (rec["audits"][first - 1] if first else 0))
     nbytes = int(rec["audit_bytes"][last] - (rec["audit_bytes"][first - 1] if first else 0))
     exited = max(1, int((rec["adaptive_source"][mask] == "exit").sum()))
     row["adaptive"].update(audits=sent, audit_bytes=nbytes, audited_of_exited=sent / exited)
@@ -196,18 +201,29 @@ def recovery(rec: dict[str, Any], plan: list[tuple[str, int, int | None]]) -> di
     return {"clean_exit_rate": clean_rate, "recovery_requests": int(ok[0]) + 1 if len(ok) else None}
 
 
-def targets(rows: dict[str, Any], rec_: dict[str, Any], budget: float) -> dict[str, Any]:
-    """The issue's targets, each with the figure it is judged on."""
+def targets(rows: dict[str, Any], rec_: dict[str, Any], budget: float, whole: dict[str, Any]) -> dict[str, Any]:
+    """The issue's targets, each with the figure it is judged on (audits: over the whole run, ``whole``; the
+    phases' own fractions beside it)."""
     worst_static = max(r["static"]["gap_points"] for r in rows.values())
     worst_adaptive = max(r["adaptive"]["gap_points"] for r in rows.values())
-    audited = max(r["adaptive"]["audited_of_exited"] for r in rows.values())
+    audited = whole["adaptive"]["audited_of_exited"]
+    per_phase = {p: r["adaptive"]["audited_of_exited"] for p, r in rows.items()}
     return {
         "static_breaks_budget": {"met": worst_static > budget, "worst_gap_points": worst_static,
                                  "phases": [p for p, r in rows.items() if r["static"]["gap_points"] > budget]},
         "adaptive_within_budget_plus_half": {"met": worst_adaptive <= budget + 0.5, "worst_gap_points": worst_adaptive},
-        "audited_at_most_5pct_of_exited": {"met": audited <= 0.05, "worst_phase_fraction": audited},
+        "audited_at_most_5pct_of_exited": {"met": audited <= 0.05, "whole_run_fraction": audited,
+                                           "per_phase": per_phase},
         "recovers_90pct_exit_rate": {"met": rec_["recovery_requests"] is not None, **rec_},
     }  # fmt: skip
+
+
+def _pct(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2%}"
+
+
+def _kib(value: int | None) -> str:
+    return "-" if value is None else f"{value / 1024:.0f}"
 
 
 def table(results: dict[str, Any]) -> str:
@@ -222,7 +238,7 @@ def table(results: dict[str, Any]) -> str:
             f"| {name} | {r['requests']} | {r['accuracy_full']:.1%} | {s['gap_points']:+.2f} | {a['gap_points']:+.2f}"
             f" | {s['disagreement_points']:.2f} | {a['disagreement_points']:.2f} | {s['exit_rate']:.1%}"
             f" | {a['exit_rate']:.1%} | {s['offload_rate']:.1%} | {a['offload_rate']:.1%}"
-            f" | {a['audited_of_exited']:.2%} | {a['audit_bytes'] / 1024:.0f} |"
+            f" | {_pct(a['audited_of_exited'])} | {_kib(a['audit_bytes'])} |"
         )
     return "\n".join(lines)
 
@@ -285,6 +301,7 @@ def run(args: argparse.Namespace) -> int:
     m = bundle.manifest
     calibrated = {e.name: e.threshold for e in m.exits_before(m.default_split)}
     phase_rows = {k: v for k, v in rows.items() if not k.startswith("drift:")}
+    rows["whole run"] = _phase_row(rec, requests["y"], np.ones(len(requests["y"]), dtype=bool))
     results = {
         "benchmark": "drift", "model": m.model, "dataset": "fashion-mnist", "split": m.default_split,
         "budget_points": args.budget, "calibrated_thresholds": calibrated, "corruptions": args.corruptions,
@@ -292,7 +309,7 @@ def run(args: argparse.Namespace) -> int:
                   "every": args.every, "confidence": args.audit_confidence},
         "plan": [{"phase": p, "requests": n, "severity": s} for p, n, s in plan],
         "phases": rows, "final_audit_stats": rec["audit_stats"],
-        "targets": targets(phase_rows, recovery(rec, plan), args.budget),
+        "targets": targets(phase_rows, recovery(rec, plan), args.budget, rows["whole run"]),
         "command": "edgesplit bench drift " + " ".join(sys.argv[3:]),
     }  # fmt: skip
     args.out.mkdir(parents=True, exist_ok=True)
