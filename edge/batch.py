@@ -162,7 +162,7 @@ class BatchRunner:
         gate = self._exits[i]
         probs = softmax(_run(gate.session, gate.input_name, batch.tensor, f"exit{i}" in self.per_sample))
         scores = gate.criterion.score(probs).astype(np.float64)  # as the single path: a float64 against the threshold
-        exits = confident(gate.criterion, scores, gate.spec.threshold)
+        exits = confident(gate.criterion, scores, self.runtime._thresholds[i])  # the thresholds in force
         for j in np.flatnonzero(exits):
             answer = EdgeRuntime._answer(probs[j : j + 1], "exit", i + 1, exit=gate.spec.name, degraded=degraded)
             self._settle(batch, int(j), answer)

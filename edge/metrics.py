@@ -1,8 +1,10 @@
 """The edge's metrics in the Prometheus text format, on a small HTTP endpoint (``GET /metrics``), stdlib only.
 
 What is exported comes from :meth:`edge.runtime.EdgeRuntime.stats`: requests, answers by source, exits taken,
-fallbacks by reason, offload attempts, retries, racing wins, bytes sent, the circuit breaker's state, and a
-latency histogram (:class:`Histogram`, which the runtime's counters feed).
+fallbacks by reason, offload attempts, retries, racing wins, bytes sent, the circuit breaker's state, a latency
+histogram (:class:`Histogram`, which the runtime's counters feed) and, with audits on (:mod:`edge.auditor`), per exit
+the estimated agreement with the full model, the disagreement and its bound, the allowance, the threshold in force and
+the calibrated one, and the audits by outcome, dropped by reason, and their bytes.
 
 Example:
     >>> server = MetricsServer(runtime.stats, "127.0.0.1:9100"); port = server.start()   # doctest: +SKIP
