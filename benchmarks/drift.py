@@ -209,9 +209,10 @@ def targets(rows: dict[str, Any], rec_: dict[str, Any], budget: float, whole: di
     audited = whole["adaptive"]["audited_of_exited"]
     per_phase = {p: r["adaptive"]["audited_of_exited"] for p, r in rows.items()}
     return {
-        "static_breaks_budget": {"met": worst_static > budget, "worst_gap_points": worst_static,
+        "static_breaks_budget": {"met": worst_static > budget + 1e-9, "worst_gap_points": worst_static,
                                  "phases": [p for p, r in rows.items() if r["static"]["gap_points"] > budget]},
-        "adaptive_within_budget_plus_half": {"met": worst_adaptive <= budget + 0.5, "worst_gap_points": worst_adaptive},
+        "adaptive_within_budget_plus_half": {"met": worst_adaptive <= budget + 0.5 + 1e-9,
+                                             "worst_gap_points": worst_adaptive},
         "audited_at_most_5pct_of_exited": {"met": audited <= 0.05, "whole_run_fraction": audited,
                                            "per_phase": per_phase},
         "recovers_90pct_exit_rate": {"met": rec_["recovery_requests"] is not None, **rec_},

@@ -158,7 +158,7 @@ class Auditor:
         budget = config.budget if config.budget is not None else _manifest_budget(manifest)
         self.budget = budget
         states = [ExitState(e.name, s * e.threshold) for e, s in zip(exits, self._sign, strict=True)]
-        share = budget / max(1, min(checked, len(exits)) if checked else len(exits))
+        share = budget / (checked or len(exits) or 1)  # equal shares of the exits the edge checks
         self.evidence = Evidence([e.name for e in exits], config.window)
         self.controller = Controller(states, [share] * len(exits), config.controller)
         self._lock = threading.Lock()
