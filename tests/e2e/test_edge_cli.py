@@ -114,3 +114,19 @@ def test_thresholds_can_be_overridden_from_the_command_line(bundle) -> None:  # 
         with_thresholds(bundle, ["nope=0.5"])
     with pytest.raises(ValueError, match="EXIT=VALUE"):
         with_thresholds(bundle, [name])
+
+
+def test_edge_cli_audits_exited_samples_and_reports_them(bundle, digits, cloud: str, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    n = 40
+    np.save(tmp_path / "x.npy", digits.x_test[:n])
+    np.save(tmp_path / "y.npy", digits.y_test[:n])
+    command = [sys.executable, "-m", "split.cli", "edge", "--bundle", str(bundle.root), "--cloud", cloud]
+    command += ["--input", str(tmp_path / "x.npy"), "--labels", str(tmp_path / "y.npy")]
+    command += ["--audit-rate", "1.0", "--audit-max-rps", "1000", "--adaptive-thresholds"]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=120, check=True)
+    audit = json.loads(done.stdout)["audit"]
+    assert audit["rate"] == 1.0 and audit["adaptive"] is True and audit["selected"] > 0
+    assert audit["selected"] == audit["completed"] + sum(audit["dropped"].values())  # every chosen one accounted
+    assert set(audit["exits"]) == {e.name for e in bundle.manifest.exits}
+    calibrated = {e.name: e.threshold for e in bundle.manifest.exits}
+    assert {name: e["calibrated"] for name, e in audit["exits"].items()} == calibrated

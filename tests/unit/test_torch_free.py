@@ -27,6 +27,8 @@ RUNTIME_MODULES = [
     "edge.batch",
     "edge.server",
     "edge.metrics",
+    "edge.audit",
+    "edge.auditor",
     "netsim",
     "netsim.cli",
 ]
