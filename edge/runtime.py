@@ -323,6 +323,12 @@ class EdgeRuntime:
             new[names[name]] = float(value)
         self._thresholds = new
 
+    def flush_audits(self) -> None:
+        """Wait until every audit queued so far has been answered or dropped (tests and benchmarks that replay a
+        stream deterministically; :meth:`infer` never waits for an audit)."""
+        if self._auditor is not None:
+            self._auditor.flush()
+
     def close(self) -> None:
         """Stop the audit thread (when audits are on); the runtime keeps answering, without audits."""
         if self._auditor is not None:
