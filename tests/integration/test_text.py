@@ -160,3 +160,24 @@ def test_batching_texts_of_different_lengths_never_changes_an_answer(
         assert one.argmax() == many.argmax()
         np.testing.assert_allclose(many, one, rtol=1e-5, atol=1e-5)
     model.close()
+
+
+def test_export_data_csv_makes_a_text_bundle(tmp_path: Path) -> None:
+    from split.cli import main
+
+    data = load_fortunes(topics=("computers", "politics"), per_class=40)
+    rows = zip(data.train[0] + data.test[0], [data.classes[i] for i in [*data.train[1], *data.test[1]]], strict=True)
+    path = tmp_path / "mine.csv"
+    import csv
+
+    with path.open("w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["text", "label"])
+        writer.writerows(rows)
+    out = tmp_path / "bundle"
+    args = ["export", "--out", str(out), "--data", str(path), "--epochs", "1", "--text-depth", "2"]
+    assert main([*args, "--text-policy", "patience"]) == 0
+    bundle = Bundle.load(out)
+    assert bundle.manifest.classes == ("computers", "politics")
+    assert bundle.manifest.preprocessing["policy"]["criterion"] == "patience"
+    assert TextRuntime(bundle).infer("the computer crashed again").label in (0, 1)
