@@ -181,3 +181,15 @@ def test_export_data_csv_makes_a_text_bundle(tmp_path: Path) -> None:
     assert bundle.manifest.classes == ("computers", "politics")
     assert bundle.manifest.preprocessing["policy"]["criterion"] == "patience"
     assert TextRuntime(bundle).infer("the computer crashed again").label in (0, 1)
+
+
+def test_edge_subcommand_refuses_a_text_bundle_clearly(text_model: tuple[Any, Any, Bundle, Any]) -> None:
+    import argparse
+
+    from edge.cli import add_arguments, run
+
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    args = parser.parse_args(["--bundle", str(text_model[2].root), "--input", "x.npy"])
+    with pytest.raises(ValueError, match="is a text bundle"):
+        run(args)
