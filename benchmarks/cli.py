@@ -15,6 +15,7 @@ BENCHMARKS: dict[str, tuple[str, str]] = {
     "edge": ("benchmarks.edge", "the edge's levers: fp32 vs. int8, ce vs. distilled exits, pruning, overhead"),
     "photos": ("benchmarks.photos", "the pretrained networks on real ImageNet photos, every split point"),
     "drift": ("benchmarks.drift", "static vs. adaptive exit thresholds on a corrupted stream (online audits)"),
+    "text": ("benchmarks.text", "text on the edge: exits per layer, entropy vs. patience, edge vs. cloud vs. hybrid"),
 }
 """Subcommand: (module with ``add_arguments(parser)`` and ``run(args) -> int``, one line of help)."""
 

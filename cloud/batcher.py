@@ -14,6 +14,9 @@ so a request costs no thread of its own and no thread switch: one hand-off to th
 
 Only requests whose unbatched inputs are byte-identical share a batch (an int8 tail's scale and zero point are
 per request), so batching never changes an answer: each request gets exactly its own rows of the output.
+Requests whose inputs differ in a later dimension (a text tail's sequence length) are padded with zeros at the end
+to the longest in the batch: a text tail's attention mask is 0 there, which hides the padding from every real
+token (tests/integration/test_text.py checks batched answers against unbatched ones).
 
 Example:
     >>> batcher = Batcher(lambda feeds: session.run(None, feeds)[0], ("x",), BatchConfig())   # doctest: +SKIP
@@ -66,6 +69,20 @@ class BatchConfig:
             raise ValueError(f"max_queue_delay_us must be in 0..1000000 (1 s), got {self.max_queue_delay_us}")
         if self.max_queue_size < 1:
             raise ValueError(f"max_queue_size must be >= 1, got {self.max_queue_size}")
+
+
+def _stack(arrays: list[np.ndarray]) -> np.ndarray:
+    """The rows of ``arrays`` in one array; where their later dimensions differ, each padded with zeros at the end."""
+    shape = arrays[0].shape[1:]
+    if all(a.shape[1:] == shape for a in arrays):
+        return np.concatenate(arrays)
+    longest = np.max([a.shape[1:] for a in arrays], axis=0)
+    out = np.zeros((sum(len(a) for a in arrays), *longest), dtype=arrays[0].dtype)
+    start = 0
+    for a in arrays:
+        out[(slice(start, start + len(a)), *(slice(0, d) for d in a.shape[1:]))] = a
+        start += len(a)
+    return out
 
 
 class _Item:
@@ -197,7 +214,7 @@ class Batcher:
             feeds = batch[0].feeds
         else:
             feeds = {
-                name: np.concatenate([item.feeds[name] for item in batch]) if name in self._batched else array
+                name: _stack([item.feeds[name] for item in batch]) if name in self._batched else array
                 for name, array in batch[0].feeds.items()
             }
         run = self._loop.run_in_executor(self._executor, self._timed, feeds, sum(item.n for item in batch))

@@ -22,7 +22,13 @@ from protos.tensors import DATATYPES
 __all__ = ["TailModel"]
 
 
-_ORT_TYPES = {"tensor(float)": "FP32", "tensor(float16)": "FP16", "tensor(int8)": "INT8", "tensor(uint8)": "UINT8"}
+_ORT_TYPES = {
+    "tensor(float)": "FP32",
+    "tensor(float16)": "FP16",
+    "tensor(int8)": "INT8",
+    "tensor(uint8)": "UINT8",
+    "tensor(int64)": "INT64",  # a text tail's token ids and attention mask
+}
 
 
 @dataclass(frozen=True)

@@ -222,6 +222,11 @@ def run(args: argparse.Namespace) -> int:
     """Answer every sample; with labels print a summary, else one line per answer. Or serve (``--listen``)."""
     bundle = with_thresholds(Bundle.load(args.bundle), args.threshold)
     manifest = bundle.manifest
+    if manifest.preprocessing.get("kind") == "text":
+        raise ValueError(
+            f"{args.bundle} is a text bundle: it runs in edge.text.TextRuntime (Python API); `edgesplit edge`"
+            " takes image and tensor bundles"
+        )
     client = _client(args, manifest)
     split = args.split if args.split is not None else (manifest.default_split if client else len(manifest.segments))
     slowdown, threads = device_emulation(args, manifest)

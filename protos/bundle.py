@@ -296,6 +296,8 @@ class Manifest:
         """Every file the manifest refers to, sorted; the content hash covers exactly these."""
         files = set(self.edge_files())  # with the preprocessing graph (protos.preprocessing)
         files |= {f for sp in self.split_points for f in sp.tails.values()}
+        if self.preprocessing.get("kind") == "text":  # the tokenizer is data the edge reads (protos.texttok)
+            files.add(str(self.preprocessing["tokenizer"]))
         if self.ort_format:
             files |= set(self.ort_format["files"].values()) | {self.ort_format["operators"]}
         return tuple(sorted(files))

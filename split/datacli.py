@@ -34,7 +34,8 @@ def add_data_arguments(parser: argparse.ArgumentParser, image_size: bool = True)
         default=None,
         metavar="PATH",
         help="your own data: a folder with a sub-folder of JPEG/PNG/WebP images per class (optionally inside"
-        " train/, val/, test/), or an .npz with arrays x, y and optionally classes",
+        " train/, val/, test/), an .npz with arrays x, y and optionally classes, or labelled texts: a .csv"
+        ' (header text,label) or a .jsonl ({"text": ..., "label": ...} per line), which make a text bundle',
     )
     if image_size:
         data.add_argument("--image-size", type=int, default=None, metavar="CROP", help="--data images: the crop (224)")

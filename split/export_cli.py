@@ -76,6 +76,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="with --pretrained: fine-tune the backbone's last N blocks with the new classifier (default 0: a linear"
         " probe on the frozen backbone)",
     )
+    text = parser.add_argument_group("text: --data FILE.csv or FILE.jsonl (text, label) makes a text bundle")
+    text.add_argument("--text-family", default="mobilebert", choices=["mobilebert", "bert"])
+    text.add_argument("--text-depth", type=int, default=4, help="encoder layers, an exit after each")
+    text.add_argument("--text-policy", default="entropy", choices=["entropy", "patience"], help="the exit rule")
     parser.add_argument("--split-points", nargs="+", default=None, help="boundary names (default: the family's)")
     parser.add_argument("--exits", nargs="*", default=None, help="split points that get an exit (default: all)")
     parser.add_argument("--criterion", default="max_softmax", choices=["max_softmax", "entropy"])
@@ -181,6 +185,8 @@ def _make_bundle(args: argparse.Namespace, out: Path) -> Bundle:
     from split.prune import PruneConfig
     from split.train import ExitLoss, TrainConfig
 
+    if args.data is not None and args.data.suffix in (".csv", ".jsonl"):
+        return _make_text_bundle(args, out)
     data = _load_data(args)
     split_points = tuple(args.split_points) if args.split_points else None
     exits = tuple(args.exits) if args.exits is not None else split_points
@@ -217,6 +223,29 @@ def _make_bundle(args: argparse.Namespace, out: Path) -> Bundle:
         from split.ortformat import write_ort_format
 
         bundle = write_ort_format(bundle)
+    return bundle
+
+
+def _make_text_bundle(args: argparse.Namespace, out: Path) -> Bundle:
+    """A user's labelled texts (``.csv`` / ``.jsonl``): a text bundle (:mod:`split.textbundle`)."""
+    from split.textbundle import make_text_bundle
+    from split.textdata import load_text_file
+    from split.texttrain import TextConfig
+
+    cfg = TextConfig(family=args.text_family, depth=args.text_depth, epochs=args.epochs, max_length=64)
+    bundle, report = make_text_bundle(
+        load_text_file(args.data),
+        cfg,
+        out,
+        budget=args.budget / 100,
+        confidence=args.confidence,
+        policy=args.text_policy,
+    )
+    print(
+        f"test accuracy: full {100 * report['full_accuracy']:.1f}%, with {args.text_policy} exits"
+        f" {100 * report[args.text_policy]['accuracy']:.1f}% ({100 * report[args.text_policy]['exited_early']:.0f}%"
+        " answered before the last layer)"
+    )
     return bundle
 
 

@@ -1,0 +1,195 @@
+"""Text bundles end to end: a tiny MobileBERT-style encoder trained on three fortune topics, exported with a
+dynamic sequence length, run by the edge's text runtime, offloaded to a real cloud server, batched there."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import grpc
+import numpy as np
+import onnxruntime as ort
+import pytest
+import torch
+
+from cloud.batcher import BatchConfig
+from cloud.model import TailModel
+from edge.client import CloudClient
+from edge.text import TextRuntime
+from protos.bundle import Bundle, BundleError
+from split.textcal import patience_hybrid
+from split.textdata import load_fortunes
+from split.textexport import export_text_bundle
+from split.texttrain import TextConfig, layer_probs, train_text
+
+LENGTHS = (1, 3, 17, 64)
+
+
+@pytest.fixture(scope="session")
+def text_model(tmp_path_factory: pytest.TempPathFactory) -> tuple[Any, Any, Bundle, Any]:
+    torch.set_num_threads(1)
+    data = load_fortunes(topics=("computers", "politics", "science"), per_class=80)
+    cfg = TextConfig(family="mobilebert", depth=3, vocab_size=600, max_length=64, epochs=2, batch_size=32)
+    model, tok = train_text(cfg, data)
+    out = tmp_path_factory.mktemp("text") / "bundle"
+    export_text_bundle(model, tok, out, model_name="topics", classes=data.classes)
+    return model, tok, Bundle.load(out), data
+
+
+def _torch_hidden(model: Any, ids: np.ndarray, mask: np.ndarray) -> list[np.ndarray]:
+    with torch.no_grad():
+        x, m = torch.from_numpy(ids), torch.from_numpy(mask)
+        hidden, out = model.embed(x), []
+        for layer in model.layers:
+            hidden = layer(hidden, m)
+            out.append(hidden.numpy())
+        out.append(model.exits[-1](hidden).numpy())
+    return out
+
+
+def test_every_split_point_matches_torch_at_many_lengths(text_model: tuple[Any, Any, Bundle, Any]) -> None:
+    model, _, bundle, _ = text_model
+    m = bundle.manifest
+    depth = len(m.segments)
+    rng = np.random.default_rng(0)
+    for length in LENGTHS:
+        ids = rng.integers(3, 500, (2, length)).astype(np.int64)
+        mask = np.ones_like(ids)
+        want = _torch_hidden(model, ids, mask)  # after layer 0 .. depth-1, then the logits
+        for sp in m.split_points[:-1]:
+            tail = ort.InferenceSession(str(bundle.file(sp.tails["fp32"])), providers=["CPUExecutionProvider"])
+            feed = ids if sp.index == 0 else want[sp.index - 1]
+            got = tail.run(None, {sp.tensor.name: feed, "attention_mask": mask})[0]
+            assert got.shape == (2, len(m.classes)) and got.dtype == np.float32
+            np.testing.assert_allclose(got, want[depth], rtol=1e-4, atol=1e-4, err_msg=f"split {sp.index}, L={length}")
+        x = ids
+        for seg in m.segments:
+            session = ort.InferenceSession(str(bundle.file(seg.file)), providers=["CPUExecutionProvider"])
+            x = session.run(None, {seg.input.name: x, "attention_mask": mask})[0]
+            np.testing.assert_allclose(x, want[seg.index if seg.index < depth - 1 else depth], rtol=1e-4, atol=1e-4)
+    assert json.loads((bundle.root / "manifest.json").read_text())["input"]["shape"] == [-1, -1]
+
+
+def test_tokenizer_is_covered_by_the_content_hash(text_model: tuple[Any, Any, Bundle, Any], tmp_path: Path) -> None:
+    _, _, bundle, _ = text_model
+    assert "tokenizer.json" in bundle.manifest.artifact_files()
+    copy = tmp_path / "b"
+    import shutil
+
+    shutil.copytree(bundle.root, copy)
+    (copy / "tokenizer.json").write_text((copy / "tokenizer.json").read_text().replace("[UNK]", "[UNX]"))
+    with pytest.raises(BundleError, match="content hash"):
+        Bundle.load(copy)
+
+
+def test_edge_patience_answers_as_calibration_predicts(text_model: tuple[Any, Any, Bundle, Any]) -> None:
+    model, tok, bundle, data = text_model
+    texts = data.test[0][:40]
+    probs = layer_probs(model, tok, texts)
+    want = patience_hybrid(probs, 1)
+    runtime = TextRuntime(bundle, policy="patience", patience=1)
+    answers = [runtime.infer(t) for t in texts]
+    assert [a.label for a in answers] == want.preds.tolist()
+    assert [a.segments_run - 1 for a in answers] == want.layer.tolist()
+    assert any(a.source == "exit" for a in answers) or all(want.layer == len(probs) - 1)
+
+
+@pytest.fixture()
+def text_cloud(text_model: tuple[Any, Any, Bundle, Any]) -> Iterator[str]:
+    from cloud.server import CloudConfig, CloudServer
+
+    server = CloudServer(CloudConfig(bundles=(str(text_model[2].root),), port=0, threads=1))
+    port = server.start()
+    target = f"127.0.0.1:{port}"
+    with grpc.insecure_channel(target) as channel:
+        grpc.channel_ready_future(channel).result(timeout=10)
+    yield target
+    server.stop(grace=1.0)
+
+
+@pytest.mark.parametrize(("split", "codec"), [(0, "fp32"), (1, "fp32"), (2, "fp16")])
+def test_offload_answers_as_the_full_model(
+    text_model: tuple[Any, Any, Bundle, Any], text_cloud: str, split: int, codec: str
+) -> None:
+    _, _, bundle, data = text_model
+    client = CloudClient(text_cloud, model="topics", bundle_hash=bundle.manifest.content_hash)
+    runtime = TextRuntime(bundle, client, split=split, codec=codec)  # thresholds -1: the exits never fire
+    local = TextRuntime(bundle)
+    for text in data.test[0][:6]:
+        answer, full = runtime.infer(text), local.infer(text)
+        assert answer.source == "cloud" and answer.split == split and answer.bytes_sent > 0
+        assert answer.label == full.label and full.source == "edge"
+        np.testing.assert_allclose(answer.probabilities, full.probabilities, atol=2e-3 if codec == "fp16" else 1e-5)
+    client.close()
+
+
+def test_cloud_down_answers_locally_and_says_why(text_model: tuple[Any, Any, Bundle, Any]) -> None:
+    _, _, bundle, data = text_model
+    client = CloudClient("127.0.0.1:1", model="topics", bundle_hash=bundle.manifest.content_hash, timeout_s=0.5)
+    answer = TextRuntime(bundle, client, split=1).infer(data.test[0][0])
+    assert answer.degraded == "unavailable" and answer.source == "edge"
+    assert answer.label == TextRuntime(bundle).infer(data.test[0][0]).label
+    client.close()
+
+
+def test_batching_texts_of_different_lengths_never_changes_an_answer(
+    text_model: tuple[Any, Any, Bundle, Any],
+) -> None:
+    _, tok, bundle, data = text_model
+    runtime = TextRuntime(bundle, split=3)
+    texts = sorted(data.test[0][:12], key=len)
+    hidden = []
+    for text in texts:
+        ids, mask = tok.encode_one(text)
+        x = runtime._segments[0].run(None, {"input_ids": ids, "attention_mask": mask})[0]
+        hidden.append({"h1": x, "attention_mask": mask})
+    assert len({h["h1"].shape[1] for h in hidden}) > 3
+    sizes: list[int] = []
+    model = TailModel(bundle, batching=BatchConfig(max_queue_delay_us=200_000), on_batch=lambda *a: sizes.append(a[2]))
+    alone = [model.infer(1, feeds) for feeds in hidden]
+
+    async def together() -> list[np.ndarray]:
+        return await asyncio.gather(*(model.infer_async(1, feeds) for feeds in hidden))
+
+    batched = asyncio.run(together())
+    assert max(sizes) > 1  # some requests really shared a padded batch
+    for one, many in zip(alone, batched, strict=True):
+        assert one.argmax() == many.argmax()
+        np.testing.assert_allclose(many, one, rtol=1e-5, atol=1e-5)
+    model.close()
+
+
+def test_export_data_csv_makes_a_text_bundle(tmp_path: Path) -> None:
+    from split.cli import main
+
+    data = load_fortunes(topics=("computers", "politics"), per_class=40)
+    rows = zip(data.train[0] + data.test[0], [data.classes[i] for i in [*data.train[1], *data.test[1]]], strict=True)
+    path = tmp_path / "mine.csv"
+    import csv
+
+    with path.open("w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["text", "label"])
+        writer.writerows(rows)
+    out = tmp_path / "bundle"
+    args = ["export", "--out", str(out), "--data", str(path), "--epochs", "1", "--text-depth", "2"]
+    assert main([*args, "--text-policy", "patience"]) == 0
+    bundle = Bundle.load(out)
+    assert bundle.manifest.classes == ("computers", "politics")
+    assert bundle.manifest.preprocessing["policy"]["criterion"] == "patience"
+    assert TextRuntime(bundle).infer("the computer crashed again").label in (0, 1)
+
+
+def test_edge_subcommand_refuses_a_text_bundle_clearly(text_model: tuple[Any, Any, Bundle, Any]) -> None:
+    import argparse
+
+    from edge.cli import add_arguments, run
+
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    args = parser.parse_args(["--bundle", str(text_model[2].root), "--input", "x.npy"])
+    with pytest.raises(ValueError, match="is a text bundle"):
+        run(args)
