@@ -124,7 +124,7 @@ class _Measured:
 
 
 def _route(runtime: EdgeRuntime, c: Candidate) -> None:
-    runtime.set_route(c.split, c.codec if c.codec != "-" else "fp32", c.exits)
+    runtime.set_route(c.split, c.route_codec, c.exits, c.bottleneck)
 
 
 def _measure(

@@ -121,7 +121,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         " Runtime Mobile loads; the edge then loads them) and required_operators.config for a reduced build",
     )
     parser.add_argument("--cache-dir", type=Path, default=None, help="trained models (default: $EDGESPLIT_CACHE)")
+    _add_bottleneck_arguments(parser)
     _add_triton_arguments(parser)
+
+
+def _add_bottleneck_arguments(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("learned bottlenecks at split points (split.bottleneck)")
+    group.add_argument(
+        "--bottleneck",
+        action="append",
+        default=[],
+        metavar="SPLIT:CHANNELS[:STRIDE]",
+        help="after split point SPLIT, an encoder to CHANNELS channels (stride 2 or 4 also halves or quarters the"
+        " size) ends the edge's head and a decoder begins the cloud's tail, trained by distillation on the frozen"
+        " model (no labels); the split point stays usable without it. Repeatable, one per split point",
+    )
+    group.add_argument("--bottleneck-epochs", type=int, default=20, help="its training epochs (default %(default)s)")
+    group.add_argument(
+        "--bottleneck-samples", type=int, default=None, help="train it on at most this many training samples"
+    )
 
 
 def _add_triton_arguments(parser: argparse.ArgumentParser) -> None:
@@ -148,6 +166,8 @@ def _add_triton_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Make the bundle (or read it) and, with ``--format triton``, write the model repository."""
+    if args.bottleneck and args.from_bundle is not None:
+        raise ValueError("--bottleneck trains on the data: it goes with making a bundle, not with --from-bundle")
     if args.edge_format == "ort" and args.from_bundle is not None:
         raise ValueError("--edge-format ort goes with making a bundle (--out, or --bundle-out with --format triton)")
     if args.format == "bundle":
@@ -199,7 +219,7 @@ def _make_bundle(args: argparse.Namespace, out: Path) -> Bundle:
         split_points=split_points,
         exits=exits,
     )
-    bundle, _ = make_bundle(
+    bundle, net = make_bundle(
         data,
         model,
         TrainConfig(epochs=args.epochs),
@@ -213,11 +233,24 @@ def _make_bundle(args: argparse.Namespace, out: Path) -> Bundle:
         prune=PruneConfig(args.prune, args.prune_epochs) if args.prune else None,
         pretrained=pretrained,
     )
+    if args.bottleneck:
+        bundle = _add_bottlenecks(args, bundle, net, data)
     if args.edge_format == "ort":
         from split.ortformat import write_ort_format
 
         bundle = write_ort_format(bundle)
     return bundle
+
+
+def _add_bottlenecks(args: argparse.Namespace, bundle: Bundle, net: Any, data: Dataset) -> Bundle:
+    """``--bottleneck``: train and add each (:mod:`split.bottleneck_export`) on the training split."""
+    from split.bottleneck import BottleneckConfig, BottleneckSpec
+    from split.bottleneck_export import add_bottlenecks
+    from split.pipeline import default_cache_dir
+
+    specs = [BottleneckSpec.parse(text) for text in args.bottleneck]
+    config = BottleneckConfig(epochs=args.bottleneck_epochs, max_samples=args.bottleneck_samples)
+    return add_bottlenecks(bundle, net, data.x_train, specs, config, cache=args.cache_dir or default_cache_dir())
 
 
 def _pretrained(args: argparse.Namespace) -> Pretrained | None:
@@ -269,6 +302,11 @@ def _print_bundle(bundle: Bundle, out: Path) -> None:
         stats = dict(e.calibration)
         print(f"  {e.name} after segment {e.after_segment}: {e.criterion} threshold {e.threshold:.4f},"
               f" calibration exit rate {100 * stats.get('exit_rate', 0):.1f}%")  # fmt: skip
+    for sp in m.split_points:
+        if sp.bottleneck is not None:
+            bn = sp.bottleneck
+            print(f"  split point {sp.index}: bottleneck {list(sp.tensor.sample_shape)} -> {list(bn.code.sample_shape)}"
+                  f" ({bn.codec} by default), trained in {bn.training.get('seconds', 0):.0f} s")  # fmt: skip
     if m.ort_format:
         files, operators = m.ort_format["files"], m.ort_format["operators"]
         print(f"  the edge's {len(files)} graphs also in ORT format, operators: {operators}")

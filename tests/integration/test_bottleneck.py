@@ -171,3 +171,31 @@ def test_triton_export_writes_the_bottleneck_tails(bottlenecked, tmp_path: Path)
     assert model_name(prefix, 2, Codec.parse("int8"), bottleneck=True) == int8.name
     config = (tmp_path / int8.name / "config.pbtxt").read_text()
     assert '"edgesplit.bottleneck"' in config and (tmp_path / int8.name / "1" / "model.onnx").is_file()
+
+
+def test_profile_and_planner_consider_the_bottleneck(bottlenecked, digits, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    from edge.planner import Network, candidates, cost_model, plan
+    from split.profile import profile_bundle
+
+    root = tmp_path / "profiled"
+    shutil.copytree(bottlenecked[0].root, root)
+    bundle = Bundle.load(root)
+    profile_bundle(bundle, digits.x_cal[:120], digits.y_cal[:120], runs=3, codecs=("fp32", "int8"))
+    bundle = Bundle.load(root)
+    cost = bundle.manifest.split_point(2).cost or {}
+    assert set(cost["bottleneck"]["wire"]) == {"fp32", "int8"} and cost["bottleneck"]["encoder_ms"] > 0
+    costs = cost_model(bundle.manifest)
+    wire = {sc.index: sc.wire for sc in costs.splits}
+    assert "bottleneck:int8" in wire[2] and not any(k.startswith("bottleneck:") for k in wire[1])
+    assert wire[2]["bottleneck:int8"].bytes < wire[2]["int8"].bytes / 7
+    slow = Network(20e3, 5.0)  # 20 kbit/s: the bytes decide
+    listed = {c.label: c for c in candidates(costs, slow)}
+    through, plain = listed["split 2, bottleneck:int8, no exits"], listed["split 2, int8, no exits"]
+    assert through.bottleneck and through.route_codec == "int8" and not plain.bottleneck
+    assert through.latency_ms < plain.latency_ms
+    chosen = plan(costs, slow, budget=1.0)  # any accuracy: a route the edge can take
+    runtime = EdgeRuntime(bundle, split=4)
+    if chosen.split < 4:
+        runtime = EdgeRuntime(bundle, split=chosen.split, cloud=CloudClient("127.0.0.1:1", model="m", bundle_hash="h"))
+    route = runtime.set_route(chosen.split, chosen.route_codec, chosen.exits, chosen.bottleneck)
+    assert route.bottleneck == chosen.bottleneck and route.split == chosen.split
