@@ -46,7 +46,7 @@ from split.pipeline import BundleConfig, Pretrained, default_cache_dir, make_bun
 from split.profile import _median_ms
 from split.train import TrainConfig
 
-__all__ = ["add_arguments", "count_macs", "run"]
+__all__ = ["add_arguments", "add_bottleneck_training", "count_macs", "run", "with_bottleneck"]
 
 DEFAULT_BOTTLENECKS = ("1:3:2", "1:8:4", "2:4:2")
 
@@ -124,7 +124,7 @@ def _bundle(args: argparse.Namespace) -> tuple[Bundle, SplitNet, Any]:
     return bundle, net, data
 
 
-def _with(base: Bundle, spec: BottleneckSpec, net: SplitNet, data: Any, args: argparse.Namespace) -> Bundle:
+def with_bottleneck(base: Bundle, spec: BottleneckSpec, net: SplitNet, data: Any, args: argparse.Namespace) -> Bundle:
     """A copy of ``base`` with the one bottleneck ``spec`` (a bundle has at most one per split point)."""
     cache = args.cache_dir or default_cache_dir()
     work = cache / "bundles" / f"{base.root.name}-bottleneck-{spec.split}-{spec.channels}-{spec.stride}"
@@ -198,6 +198,16 @@ def _row(bundle: Bundle, base: dict[str, Any], y: np.ndarray, runs: int, factor:
     return row
 
 
+def _factor(bundle: Bundle, name: str) -> float:
+    """How many times slower than this host the device is: the factor ``bench network``'s profile of this bundle
+    recorded (measured with its segments, one load), else measured now (:mod:`edge.devices`)."""
+    profile = device(name)
+    recorded = (bundle.manifest.profile or {}).get("device") or {}
+    if recorded.get("name") == profile.name and int(recorded.get("threads", 0)) == 1:
+        return float(recorded["factor"])
+    return float(profile.emulation(1, reference.host_reference_ms(1, key=profile.reference_model))["factor"])
+
+
 def _table(results: dict[str, Any]) -> str:
     jpeg = results["jpeg90_bytes"]
     lines = [
@@ -231,6 +241,13 @@ def _targets(results: dict[str, Any]) -> dict[str, Any]:
     return {"bytes_and_loss_at_quarter_macs": bool(ok), "meeting": ok}
 
 
+def add_bottleneck_training(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
+    """How the benchmarks train a bottleneck (``bench network --bottleneck`` reuses ``bench bottleneck``'s)."""
+    parser.add_argument("--bottleneck-epochs", type=int, default=5, help="(default %(default)s)")
+    parser.add_argument("--bottleneck-samples", type=int, default=1000, help="training photos (default %(default)s)")
+    parser.add_argument("--bottleneck-batch", type=int, default=16, help="(default %(default)s)")
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of ``edgesplit bench bottleneck``."""
     add_out(parser)
@@ -238,9 +255,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_budget(parser)
     parser.add_argument("--family", default="mobilenet_v2", choices=["mobilenet_v2", "efficientnet_lite0"])
     parser.add_argument("--bottleneck", nargs="+", default=list(DEFAULT_BOTTLENECKS), metavar="SPLIT:C[:STRIDE]")
-    parser.add_argument("--bottleneck-epochs", type=int, default=5, help="(default %(default)s)")
-    parser.add_argument("--bottleneck-samples", type=int, default=1000, help="training photos (default %(default)s)")
-    parser.add_argument("--bottleneck-batch", type=int, default=16, help="(default %(default)s)")
+    add_bottleneck_training(parser)
     parser.add_argument("--image-size", type=int, default=224)
     parser.add_argument("--limit-train", type=int, default=2000, help="training photos (default %(default)s)")
     parser.add_argument("--limit-cal", type=int, default=400, help="calibration photos (default %(default)s)")
@@ -255,16 +270,15 @@ def run(args: argparse.Namespace) -> int:
     specs = [BottleneckSpec.parse(s) for s in args.bottleneck]
     bundle, net, data = _bundle(args)
     x, y, crops = _test(args)
-    profile = device(args.device)
-    factor = profile.emulation(1, reference.host_reference_ms(1, key=profile.reference_model))["factor"]
+    factor = _factor(bundle, args.device)
     base = _base(bundle, net, x, args.runs)
     rows = []
     for spec in specs:
-        rows.append(_row(_with(bundle, spec, net, data, args), base, y, args.runs, factor))
+        rows.append(_row(with_bottleneck(bundle, spec, net, data, args), base, y, args.runs, factor))
         print(json.dumps({k: v for k, v in rows[-1].items() if k != "training"}), file=sys.stderr)
     full_ms = sum(base["seg_ms"])
     results = {"benchmark": "bottleneck", "model": bundle.manifest.model, "family": args.family, "n_test": len(y),
-               "n_train": args.limit_train, "device": profile.name, "device_factor": factor,
+               "n_train": args.limit_train, "device": device(args.device).name, "device_factor": factor,
                "jpeg90_bytes": _encoded_bytes(crops)["jpeg90"],
                "accuracy_full": float((base["bounds"][-1].argmax(-1) == y).mean()), "backbone_macs": sum(base["macs"]),
                "edge_only_host_ms": full_ms, "edge_only_device_ms": full_ms * factor, "bottlenecks": rows,

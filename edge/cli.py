@@ -82,6 +82,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--no-exits", action="store_true", help="never exit early")
     parser.add_argument(
+        "--bottleneck",
+        action="store_true",
+        help="offload through the split point's learned bottleneck (export --bottleneck): the code travels",
+    )
+    parser.add_argument(
         "--threshold",
         action="append",
         default=[],
@@ -218,6 +223,7 @@ def run(args: argparse.Namespace) -> int:
         slowdown=slowdown,
         deadline_ms=args.deadline_ms,
         race=args.race,
+        bottleneck=args.bottleneck,
     )
     if args.listen:
         adaptive = _adaptive(args, runtime, client, frames=False) if args.adapt else None

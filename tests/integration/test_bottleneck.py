@@ -199,3 +199,16 @@ def test_profile_and_planner_consider_the_bottleneck(bottlenecked, digits, tmp_p
         runtime = EdgeRuntime(bundle, split=chosen.split, cloud=CloudClient("127.0.0.1:1", model="m", bundle_hash="h"))
     route = runtime.set_route(chosen.split, chosen.route_codec, chosen.exits, chosen.bottleneck)
     assert route.bottleneck == chosen.bottleneck and route.split == chosen.split
+
+
+def test_the_edge_cli_offloads_through_the_bottleneck(bottlenecked, bn_cloud, digits, tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
+    from split.cli import main
+
+    inputs = tmp_path / "x.npy"
+    np.save(inputs, digits.x_test[:4])
+    root = str(bottlenecked[0].root)
+    assert main(["edge", "--bundle", root, "--cloud", bn_cloud, "--split", "2", "--bottleneck", "--no-exits",
+                 "--input", str(inputs)]) == 0  # fmt: skip
+    assert capsys.readouterr().out.count("cloud") >= 4
+    with pytest.raises(EdgeError, match=r"split point 1 has no bottleneck; split points with one: \[2\]"):
+        main(["edge", "--bundle", root, "--cloud", bn_cloud, "--split", "1", "--bottleneck", "--input", str(inputs)])
