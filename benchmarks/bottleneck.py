@@ -117,7 +117,8 @@ def _bundle(args: argparse.Namespace) -> tuple[Bundle, SplitNet, Any]:
     cache = args.cache_dir or default_cache_dir()
     crops, info = fashion_photos(args.data_dir, args.image_size, args.limit_train, args.limit_cal, 30)
     data = photo_dataset(crops, info, args.family)
-    model = ModelConfig(args.family, 1.0, 3, args.image_size, len(data.classes))
+    points = tuple(args.split_points) if args.split_points else None
+    model = ModelConfig(args.family, 1.0, 3, args.image_size, len(data.classes), points, points and points[:1])
     train = TrainConfig(epochs=args.epochs, batch_size=128, lr=4e-3)
     config = BundleConfig(budget=args.budget / 100, confidence=args.confidence)
     bundle, net = make_bundle(data, model, train, config, cache, pretrained=Pretrained())
@@ -262,6 +263,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--limit-test", type=int, default=1000, help="test photos (default %(default)s)")
     parser.add_argument("--device", default="rpi4", help="the device profile of the edge ms (default %(default)s)")
     parser.add_argument("--runs", type=int, default=30, help="timed runs per graph (default %(default)s)")
+    parser.add_argument(
+        "--split-points",
+        nargs="+",
+        default=None,
+        help="the backbone's split points (default: the family's, bench network's model; others train anew, with"
+        " one exit at the first)",
+    )
+    parser.add_argument(
+        "--device-factor",
+        type=float,
+        default=None,
+        help="the device's slowdown over this host (default: what the bundle's profile recorded, else measured)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -270,7 +284,7 @@ def run(args: argparse.Namespace) -> int:
     specs = [BottleneckSpec.parse(s) for s in args.bottleneck]
     bundle, net, data = _bundle(args)
     x, y, crops = _test(args)
-    factor = _factor(bundle, args.device)
+    factor = args.device_factor or _factor(bundle, args.device)
     base = _base(bundle, net, x, args.runs)
     rows = []
     for spec in specs:
