@@ -49,6 +49,7 @@ from split.train import TrainConfig
 __all__ = ["add_arguments", "add_bottleneck_training", "count_macs", "run", "with_bottleneck"]
 
 DEFAULT_BOTTLENECKS = ("1:3:2", "1:8:4", "2:4:2")
+EPS = 1e-9
 
 
 def count_macs(net: SplitNet, input_shape: tuple[int, ...]) -> list[float]:
@@ -237,7 +238,7 @@ def _targets(results: dict[str, Any]) -> dict[str, Any]:
     ok = [
         f"{r['split']}:{r['channels']}:{r['stride']}"
         for r in results["bottlenecks"]
-        if r["edge_macs_share_with_encoder"] <= 0.25 and r["bytes"] <= 0.5 * jpeg and full - r["accuracy"] <= 0.01 + 1e-9
+        if r["edge_macs_share_with_encoder"] <= 0.25 and r["bytes"] <= 0.5 * jpeg and full - r["accuracy"] <= 0.01 + EPS
     ]
     return {"bytes_and_loss_at_quarter_macs": bool(ok), "meeting": ok}
 
