@@ -196,11 +196,13 @@ def run(args: argparse.Namespace) -> int:
 
 def _make_bundle(args: argparse.Namespace, out: Path) -> Bundle:
     """Train (cached), calibrate and export the bundle into ``out``: the only path that imports torch."""
+    from split.bottleneck import BottleneckSpec
     from split.partition import ModelConfig
     from split.pipeline import BundleConfig, UserModel, default_cache_dir, make_bundle
     from split.prune import PruneConfig
     from split.train import ExitLoss, TrainConfig
 
+    specs = [BottleneckSpec.parse(text) for text in args.bottleneck]  # a bad one fails before any training
     data = _load_data(args)
     split_points = tuple(args.split_points) if args.split_points else None
     exits = tuple(args.exits) if args.exits is not None else split_points
@@ -233,8 +235,8 @@ def _make_bundle(args: argparse.Namespace, out: Path) -> Bundle:
         prune=PruneConfig(args.prune, args.prune_epochs) if args.prune else None,
         pretrained=pretrained,
     )
-    if args.bottleneck:
-        bundle = _add_bottlenecks(args, bundle, net, data)
+    if specs:
+        bundle = _add_bottlenecks(args, bundle, net, data, specs)
     if args.edge_format == "ort":
         from split.ortformat import write_ort_format
 
@@ -242,13 +244,12 @@ def _make_bundle(args: argparse.Namespace, out: Path) -> Bundle:
     return bundle
 
 
-def _add_bottlenecks(args: argparse.Namespace, bundle: Bundle, net: Any, data: Dataset) -> Bundle:
+def _add_bottlenecks(args: argparse.Namespace, bundle: Bundle, net: Any, data: Dataset, specs: list[Any]) -> Bundle:
     """``--bottleneck``: train and add each (:mod:`split.bottleneck_export`) on the training split."""
-    from split.bottleneck import BottleneckConfig, BottleneckSpec
+    from split.bottleneck import BottleneckConfig
     from split.bottleneck_export import add_bottlenecks
     from split.pipeline import default_cache_dir
 
-    specs = [BottleneckSpec.parse(text) for text in args.bottleneck]
     config = BottleneckConfig(epochs=args.bottleneck_epochs, max_samples=args.bottleneck_samples)
     return add_bottlenecks(bundle, net, data.x_train, specs, config, cache=args.cache_dir or default_cache_dir())
 

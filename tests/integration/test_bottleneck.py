@@ -212,3 +212,11 @@ def test_the_edge_cli_offloads_through_the_bottleneck(bottlenecked, bn_cloud, di
     assert capsys.readouterr().out.count("cloud") >= 4
     with pytest.raises(EdgeError, match=r"split point 1 has no bottleneck; split points with one: \[2\]"):
         main(["edge", "--bundle", root, "--cloud", bn_cloud, "--split", "1", "--bottleneck", "--input", str(inputs)])
+
+
+def test_export_refuses_a_bad_bottleneck_before_training(tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
+    from split.cli import main
+
+    assert main(["export", "--out", str(tmp_path / "b"), "--dataset", "digits", "--bottleneck", "2x4"]) == 1
+    assert "bad bottleneck '2x4': write SPLIT:CHANNELS" in capsys.readouterr().err
+    assert not (tmp_path / "b").exists()
