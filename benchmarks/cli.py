@@ -13,6 +13,7 @@ BENCHMARKS: dict[str, tuple[str, str]] = {
     "faults": ("benchmarks.faults", "the edge against a cloud that is killed, blackholed, reset, starved"),
     "cloud": ("benchmarks.cloud", "the cloud's throughput and p99 vs. clients, batching, malformed requests"),
     "edge": ("benchmarks.edge", "the edge's levers: fp32 vs. int8, ce vs. distilled exits, pruning, overhead"),
+    "bottleneck": ("benchmarks.bottleneck", "learned bottlenecks at the split of the 224-px MobileNetV2 vs. JPEG"),
     "photos": ("benchmarks.photos", "the pretrained networks on real ImageNet photos, every split point"),
     "drift": ("benchmarks.drift", "static vs. adaptive exit thresholds on a corrupted stream (online audits)"),
     "text": ("benchmarks.text", "text on the edge: exits per layer, entropy vs. patience, edge vs. cloud vs. hybrid"),

@@ -37,6 +37,7 @@ import numpy as np
 import torch
 
 from benchmarks.accuracy import SIZES
+from benchmarks.bottleneck import add_bottleneck_training
 from benchmarks.options import add_budget, add_out, add_training
 from cloud.process import CloudProcess
 from edge.adapt import AdaptiveEdge
@@ -58,8 +59,8 @@ from split.train import TrainConfig
 __all__ = ["STRATEGIES", "add_arguments", "run"]
 
 STRATEGIES = (
-    "edge_only", "cloud_only", "cloud_only_jpeg", "best_split_no_exits", "exits_edge_only", "planned", "oracle",
-    "planned_energy",
+    "edge_only", "cloud_only", "cloud_only_jpeg", "best_split_no_exits", "exits_edge_only", "best_bottleneck",
+    "planned", "oracle", "planned_energy",
 )  # fmt: skip
 """``cloud_only_jpeg`` only where the bundle has an image codec at split point 0 (an image bundle, profiled);
 ``planned_energy`` (the planner's least-mJ route within the budget) only where the device has a power figure."""
@@ -124,7 +125,7 @@ class _Measured:
 
 
 def _route(runtime: EdgeRuntime, c: Candidate) -> None:
-    runtime.set_route(c.split, c.codec if c.codec != "-" else "fp32", c.exits)
+    runtime.set_route(c.split, c.route_codec, c.exits, c.bottleneck)
 
 
 def _measure(
@@ -201,6 +202,10 @@ def _strategies(costs: CostModel, network: Network, budget: float, listed: list[
     jpeg = [c for c in listed if c.split == 0 and c.codec.startswith("jpeg")]
     if jpeg:  # the strongest cloud-only app: the photo as a JPEG (the best quality profiled)
         chosen["cloud_only_jpeg"] = max(jpeg, key=lambda c: (c.accuracy, -c.latency_ms))
+    floor = costs.accuracy_full - budget - 1e-12
+    through = [c for c in listed if c.bottleneck and c.accuracy >= floor]
+    if through:  # the fastest route through a learned bottleneck within the budget (issue 18)
+        chosen["best_bottleneck"] = min(through, key=lambda c: c.latency_ms)
     return chosen
 
 
@@ -449,6 +454,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     scale.add_argument(
         "--codecs", nargs="+", default=None, help="codecs profiled (default: the profiler's; --pretrained: a subset)"
     )
+    scale.add_argument(
+        "--bottleneck", default=None, metavar="SPLIT:C[:STRIDE]", help="also a learned bottleneck there (issue 18)"
+    )
+    add_bottleneck_training(scale)
 
 
 def _energy(recorded: dict[str, Any] | None, compute_w: float | None) -> tuple[float] | None:
@@ -485,7 +494,12 @@ def _bundle(
         crops, info = fashion_photos(args.data_dir, args.image_size, *sizes)
         data = photo_dataset(crops, info, "mobilenet_v2")
         model = ModelConfig("mobilenet_v2", 1.0, 3, args.image_size, len(data.classes))
-        bundle, _ = make_bundle(data, model, train, config, cache, pretrained=Pretrained())
+        bundle, net = make_bundle(data, model, train, config, cache, pretrained=Pretrained())
+        if args.bottleneck:  # a copy with the learned bottleneck (bench bottleneck's, cached)
+            from benchmarks.bottleneck import with_bottleneck
+            from split.bottleneck import BottleneckSpec
+
+            bundle = with_bottleneck(bundle, BottleneckSpec.parse(args.bottleneck), net, data, args)
         frames = crops[len(crops) - sizes[2] :]  # the uint8 photos themselves: the edge preprocesses (or encodes)
         cal_frames = crops[sizes[0] : sizes[0] + sizes[1]]
         return bundle, data.x_cal, data.y_cal, cal_frames, frames, data.y_test, data.name
@@ -578,6 +592,7 @@ def _targets(profiles: dict[str, Any]) -> dict[str, Any]:
         out[name] = {
             "planned_vs_oracle": row["planned"]["mean_ms"] / row["oracle"]["mean_ms"],
             "planned_vs_best_single": row["planned"]["mean_ms"] / min(single),
+            "planned_through_bottleneck": "bottleneck:" in row["planned"]["config"],
             "prediction_error": {s: row[s]["expected_ms"] / row[s]["mean_ms"] - 1 for s in STRATEGIES if s in row},
             "prediction_error_profile_alone": {
                 s: row[s]["expected_ms_profile"] / row[s]["mean_ms"] - 1 for s in STRATEGIES if s in row

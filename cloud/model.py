@@ -142,6 +142,7 @@ class TailModel:
                 on_batch(name, version, samples, seconds)
 
         self._tails: dict[tuple[int, str], _Tail] = {}
+        self._bottlenecks: dict[tuple[int, str], _Tail] = {}  # a bottleneck's tails: decoder + tail, per format
         self._by_input: dict[str, int] = {}
         self._executor = executor
         first = self.manifest.split_points[0]
@@ -151,6 +152,8 @@ class TailModel:
                 self._tails[sp.index, fmt] = _Tail.load(bundle.file(file), options, batching, observe, executor)
             if sp.tail is not None:
                 self._by_input[sp.tensor.name] = sp.index
+            for fmt, file in sp.bottleneck.tails.items() if sp.bottleneck is not None else ():
+                self._bottlenecks[sp.index, fmt] = _Tail.load(bundle.file(file), options, batching, observe, executor)
 
     @property
     def name(self) -> str:
@@ -165,7 +168,7 @@ class TailModel:
     @property
     def queue_depth(self) -> int:
         """Samples waiting in this model's batch queues."""
-        return sum(tail.batcher.depth for tail in self._tails.values())
+        return sum(tail.batcher.depth for tail in (*self._tails.values(), *self._bottlenecks.values()))
 
     @property
     def splits(self) -> list[int]:
@@ -178,7 +181,7 @@ class TailModel:
 
     def close(self) -> None:
         """Retire: queued requests still run; later ones run unbatched (nothing is dropped)."""
-        for tail in self._tails.values():
+        for tail in (*self._tails.values(), *self._bottlenecks.values()):
             tail.batcher.close()
 
     def check_hash(self, content_hash: object) -> None:
@@ -202,17 +205,29 @@ class TailModel:
             raise InvalidArgument(f"unknown split point {split!r}; valid split points: {self.splits}")
         return split
 
-    def infer(self, split: int, inputs: Mapping[str, np.ndarray], codec: object = None) -> np.ndarray:
+    @property
+    def bottleneck_splits(self) -> list[int]:
+        """Split points whose learned bottleneck this model serves."""
+        return sorted({split for split, _ in self._bottlenecks})
+
+    def infer(
+        self, split: int, inputs: Mapping[str, np.ndarray], codec: object = None, bottleneck: object = None
+    ) -> np.ndarray:
         """Run the tail from ``split`` for wire format ``codec`` (default fp32) on the inputs, here and now (no
-        batching); the class logits."""
+        batching); the class logits. ``bottleneck``: the inputs are the code of the split point's bottleneck."""
         image = self._image_codec(split, codec)
         if image is not None:
             inputs, codec = self._decode(image, inputs), None
-        tail, feeds = self._prepare(split, inputs, codec)
+        tail, feeds = self._prepare(split, inputs, codec, bottleneck)
         return tail.run(feeds)
 
     async def infer_async(
-        self, split: int, inputs: Mapping[str, np.ndarray], codec: object = None, timeout: float | None = None
+        self,
+        split: int,
+        inputs: Mapping[str, np.ndarray],
+        codec: object = None,
+        timeout: float | None = None,
+        bottleneck: object = None,
     ) -> np.ndarray:
         """As :meth:`infer`, batched with other requests for the same tail; ``timeout`` bounds the wait. Images
         are decoded and preprocessed in the executor, not on the event loop."""
@@ -220,7 +235,7 @@ class TailModel:
         if image is not None:
             loop = asyncio.get_running_loop()
             inputs, codec = await loop.run_in_executor(self._executor, self._decode, image, inputs), None
-        tail, feeds = self._prepare(split, inputs, codec)
+        tail, feeds = self._prepare(split, inputs, codec, bottleneck)
         return await tail.batcher.infer(feeds, timeout)
 
     def _image_codec(self, split: int, codec: object) -> Codec | None:
@@ -243,10 +258,10 @@ class TailModel:
         return {self.manifest.split_points[0].tensor.name: self._images.model_input(inputs, codec, self.max_batch)}
 
     def _prepare(
-        self, split: int, inputs: Mapping[str, np.ndarray], codec: object
+        self, split: int, inputs: Mapping[str, np.ndarray], codec: object, bottleneck: object = None
     ) -> tuple[_Tail, dict[str, np.ndarray]]:
         """The tail and its feeds, every input checked (before it may join a batch)."""
-        tail = self._tail(split, codec)
+        tail = self._tail(split, codec, bottleneck)
         if len(inputs) != len(tail.name_set) or not tail.name_set.issuperset(inputs):
             raise InvalidArgument(
                 f"split point {split} with codec {codec or 'fp32'!r} takes inputs {tail.names}, got {list(inputs)}"
@@ -261,14 +276,30 @@ class TailModel:
                 batch = array.shape[0]
         return tail, {spec.name: inputs[spec.name] for spec in tail.inputs}
 
-    def _tail(self, split: int, codec: object) -> _Tail:
+    def _tail(self, split: int, codec: object, bottleneck: object = None) -> _Tail:
+        if bottleneck is not None and not isinstance(bottleneck, bool):
+            raise InvalidArgument(f"parameter 'edgesplit.bottleneck' must be a bool, got {type(bottleneck).__name__}")
         if codec is None:
             fmt = "fp32"
         elif not isinstance(codec, str):
             raise InvalidArgument(f"parameter 'edgesplit.codec' must be a string, got {type(codec).__name__}")
         else:
             fmt = codec.partition("+")[0]  # a compressor is undone per tensor, before this
+        if bottleneck:
+            return self._bottleneck_tail(split, fmt)
         tail = self._tails.get((split, fmt))
         if tail is None:
             raise InvalidArgument(f"split point {split} takes no wire format {fmt!r}; valid: {self.formats(split)}")
         return tail
+
+    def _bottleneck_tail(self, split: int, fmt: str) -> _Tail:
+        tail = self._bottlenecks.get((split, fmt))
+        if tail is not None:
+            return tail
+        if split not in self.bottleneck_splits:
+            have = self.bottleneck_splits
+            raise InvalidArgument(
+                f"split point {split} has no bottleneck; split points with one: {have if have else 'none'}"
+            )
+        formats = [f for f in WIRE_FORMATS if (split, f) in self._bottlenecks]
+        raise InvalidArgument(f"split point {split}'s bottleneck takes no wire format {fmt!r}; valid: {formats}")

@@ -131,8 +131,10 @@ class AdaptiveEdge:
         return self.runtime.split
 
     def _apply(self, chosen: Candidate) -> None:
-        codec = chosen.codec if chosen.codec != "-" else "fp32"
-        self.runtime.set_route(chosen.split, codec, chosen.exits)
+        if chosen.bottleneck:
+            self.runtime.set_route(chosen.split, chosen.route_codec, chosen.exits, bottleneck=True)
+        else:
+            self.runtime.set_route(chosen.split, chosen.route_codec, chosen.exits)
 
     def infer(self, x: np.ndarray) -> Answer:
         """Answer one sample on the current route, then learn from it (and maybe re-plan)."""

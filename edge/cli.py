@@ -83,6 +83,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--no-exits", action="store_true", help="never exit early")
     parser.add_argument(
+        "--bottleneck",
+        action="store_true",
+        help="offload through the split point's learned bottleneck (export --bottleneck): the code travels",
+    )
+    parser.add_argument(
         "--threshold",
         action="append",
         default=[],
@@ -241,6 +246,7 @@ def run(args: argparse.Namespace) -> int:
         deadline_ms=args.deadline_ms,
         race=args.race,
         audit=_audit_config(args),
+        bottleneck=args.bottleneck,
     )
     try:
         return _answer(args, runtime, client)

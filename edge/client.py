@@ -221,16 +221,24 @@ class CloudClient:
         return self.send(split, encode(codec, name, tensor, boundary), timeout_s, codec)
 
     def send(
-        self, split: int, wire: Mapping[str, np.ndarray], timeout_s: float | None = None, codec: Codec = FP32
+        self,
+        split: int,
+        wire: Mapping[str, np.ndarray],
+        timeout_s: float | None = None,
+        codec: Codec = FP32,
+        *,
+        bottleneck: bool = False,
     ) -> PendingReply:
         """Send tensors already encoded with ``codec`` (:func:`protos.codecs.encode`, the first one compressed
         as the codec says); returns at once with the request in flight. Retries send the same ``wire`` again,
-        without encoding it again."""
+        without encoding it again. ``bottleneck``: the tensor is the code of the split point's bottleneck."""
         request = pb.ModelInferRequest(model_name=self.model)
         set_param(request.parameters, params.BUNDLE_HASH, self.bundle_hash)
         set_param(request.parameters, params.SPLIT_POINT, split)
         if codec != FP32:
             set_param(request.parameters, params.CODEC, codec.name)
+        if bottleneck:
+            set_param(request.parameters, params.BOTTLENECK, True)
         for i, (key, array) in enumerate(wire.items()):
             add_input(request, key, array, codec.compressor if i == 0 else None)
         start = time.perf_counter()

@@ -36,12 +36,14 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 from edge.energy import RadioModel
 from protos.bundle import Manifest
 from protos.codecs import Codec
 
 __all__ = [
+    "BOTTLENECK",
     "OBJECTIVES",
     "Candidate",
     "CostModel",
@@ -146,6 +148,12 @@ class Energy:
 
 OBJECTIVES = ("latency", "energy")
 
+BOTTLENECK = "bottleneck:"
+"""In a cost model, the codecs through a split point's learned bottleneck are keyed ``bottleneck:<codec>``
+(``bottleneck:int8``): the code of the split tensor travels, its ``encode_ms`` includes the encoder's, its
+``decode_ms`` the bottleneck tail's. :attr:`Candidate.bottleneck` and :attr:`Candidate.route_codec` turn the key
+back into a route."""
+
 
 @dataclass(frozen=True)
 class Candidate:
@@ -162,8 +170,19 @@ class Candidate:
 
     @property
     def label(self) -> str:
-        """``split 2, int8+zstd, exits``."""
+        """``split 2, int8+zstd, exits`` (``split 2, bottleneck:int8, exits`` through the bottleneck)."""
         return f"split {self.split}, {self.codec}, {'exits' if self.exits else 'no exits'}"
+
+    @property
+    def bottleneck(self) -> bool:
+        """Whether the route goes through the split point's learned bottleneck."""
+        return self.codec.startswith(BOTTLENECK)
+
+    @property
+    def route_codec(self) -> str:
+        """The codec a route sets (``fp32`` for edge only, without the :data:`BOTTLENECK` prefix)."""
+        codec = self.codec.removeprefix(BOTTLENECK)
+        return "fp32" if codec == "-" else codec
 
 
 def _edge_walk(costs: CostModel, split: int, exits: bool, codec: str = "-") -> tuple[float, float, float]:
@@ -297,6 +316,22 @@ def tensor_routes(costs: CostModel) -> CostModel:
     return replace(costs, splits=splits)
 
 
+def _wire_costs(c: Mapping[str, Any]) -> dict[str, WireCost]:
+    """A split point's (or its bottleneck's) profiled codecs as wire costs."""
+    wire = {}
+    for name, w in c["wire"].items():
+        codec = Codec.parse(name)
+        wire[name] = WireCost(
+            w["bytes"],
+            w["encode_ms"],
+            w["decode_ms"] + c["cloud_ms"][codec.tail],  # parse (+ decode an image) + the tail it feeds
+            w["accuracy"],
+            w["accuracy_exits"],
+            from_frame=codec.image,
+        )
+    return wire
+
+
 def cost_model(manifest: Manifest) -> CostModel:
     """The cost model ``edgesplit profile`` wrote into ``manifest``; ``ValueError`` when it is not profiled."""
     p = manifest.profile
@@ -319,17 +354,9 @@ def cost_model(manifest: Manifest) -> CostModel:
         if sp.index == n:
             splits.append(SplitCost(sp.index, accuracy_exits=c.get("accuracy_exits")))
             continue
-        wire = {}
-        for name, w in c["wire"].items():
-            codec = Codec.parse(name)
-            wire[name] = WireCost(
-                w["bytes"],
-                w["encode_ms"],
-                w["decode_ms"] + c["cloud_ms"][codec.tail],  # parse (+ decode an image) + the tail it feeds
-                w["accuracy"],
-                w["accuracy_exits"],
-                from_frame=codec.image,
-            )
+        wire = _wire_costs(c)
+        if "bottleneck" in c:  # profiled with its bottleneck: those routes too
+            wire.update({BOTTLENECK + k: w for k, w in _wire_costs(c["bottleneck"]).items()})
         splits.append(SplitCost(sp.index, 0.0, wire))
     return CostModel(
         tuple(p["segment_ms"]),

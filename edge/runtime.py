@@ -31,6 +31,7 @@ import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, fields, replace
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -46,7 +47,7 @@ from edge.metrics import Histogram
 from edge.offload import Offload
 from edge.policy import Criterion, MaxSoftmax, confident, criterion, softmax, top_class
 from edge.retry import RetryPolicy
-from protos.bundle import Bundle, Exit, Manifest
+from protos.bundle import Bundle, BundleError, Exit, Manifest
 from protos.codecs import Codec, encode
 
 __all__ = ["Answer", "EdgeRuntime", "Route"]
@@ -106,11 +107,14 @@ def _local_answer(
 
 @dataclass(frozen=True)
 class Route:
-    """Where the edge sends work: the split point, the wire codec, and whether exits are checked."""
+    """Where the edge sends work: the split point, the wire codec, whether exits are checked, and whether the
+    tensor goes through the split point's learned bottleneck (its encoder runs on the edge, the code travels with
+    ``codec``; the edge's own fallback past the split runs its segments on the tensor before the encoder)."""
 
     split: int
     codec: Codec
     exits: bool
+    bottleneck: bool = False
 
 
 @dataclass(frozen=True)
@@ -215,6 +219,8 @@ class EdgeRuntime:
         slowdown: emulate a device this many times slower than this host (:mod:`edge.device`; 1 = the host).
         deadline_ms: each request's deadline, from the call to :meth:`infer` (which may override it).
         race: compute the rest of the model locally while the tensor is in flight; the first answer wins.
+        bottleneck: offload through the split point's learned bottleneck (the manifest's; an error lists the split
+            points that have one).
         breaker: the circuit breaker (default: 3 failures open it for 2 s).
         retry: how transient failures are retried (default: :class:`~edge.retry.RetryPolicy`'s).
         rng: the random source of the retry jitter.
@@ -240,6 +246,7 @@ class EdgeRuntime:
         rng: random.Random | None = None,
         probe_timeout_s: float = 0.5,
         audit: AuditConfig | None = None,
+        bottleneck: bool = False,
     ) -> None:
         self.manifest = bundle.manifest
         self.inputs = Inputs.load(bundle, threads)
@@ -260,8 +267,14 @@ class EdgeRuntime:
         names = [s.input.name for s in self.manifest.segments]
         gates = [self._exits.get(i) if i + 1 < self._n else None for i in range(self._n)]
         self._stages = list(zip(self._segments, names, gates, strict=True))
+        self._encoders = {  # per split point with a learned bottleneck: its encoder's session and code's name
+            k: (_session(str(bundle.edge_file(b.encoder)), threads, slowdown), b.code.name)
+            for k, b in ((sp.index, sp.bottleneck) for sp in self.manifest.split_points)
+            if b is not None
+        }
         self._cloud = cloud
-        self._route = self._check(self.manifest.default_split if split is None else split, codec, exits)
+        default = self.manifest.default_split if split is None else split
+        self._route = self._check(default, codec, exits, bottleneck)
         self._deadline_s = _deadline_s(deadline_ms)
         self.race = race
         self.breaker = breaker or CircuitBreaker()
@@ -297,10 +310,10 @@ class EdgeRuntime:
         """Move the split point, and optionally change the codec (takes effect for the next request)."""
         self._route = self._check(split, codec or self._route.codec.name, self._route.exits)
 
-    def set_route(self, split: int, codec: str, exits: bool) -> Route:
-        """Switch split point, codec and exits at once, without a restart; requests in flight finish on the old
-        route, the next ones take the new one. Returns the new route."""
-        self._route = self._check(split, codec, exits)
+    def set_route(self, split: int, codec: str, exits: bool, bottleneck: bool = False) -> Route:
+        """Switch split point, codec, exits and bottleneck at once, without a restart; requests in flight finish
+        on the old route, the next ones take the new one. Returns the new route."""
+        self._route = self._check(split, codec, exits, bottleneck)
         return self._route
 
     @property
@@ -355,7 +368,9 @@ class EdgeRuntime:
             values["audit"] = self._auditor.stats()
         return values
 
-    def _check(self, split: int, codec: str | None, exits: bool) -> Route:
+    def _check(self, split: int, codec: str | None, exits: bool, bottleneck: bool = False) -> Route:
+        if bottleneck:
+            return self._check_bottleneck(split, codec, exits)
         point = self.manifest.split_point(split)
         if split < self._n and self._cloud is None:
             raise EdgeError(
@@ -372,6 +387,20 @@ class EdgeRuntime:
         if split < self._n and chosen.format not in point.tails and not chosen.image:
             raise EdgeError(f"split point {split} has no tail for {chosen.format!r}; formats: {sorted(point.tails)}")
         return Route(split, chosen, exits)
+
+    def _check_bottleneck(self, split: int, codec: str | None, exits: bool) -> Route:
+        try:
+            found = self.manifest.bottleneck(split)
+        except BundleError as err:
+            raise EdgeError(str(err)) from None
+        if self._cloud is None:
+            raise EdgeError(f"split point {split}'s bottleneck offloads to the cloud but no cloud client was given")
+        chosen = Codec.parse(codec or found.codec)
+        if chosen.format not in found.tails:
+            raise EdgeError(
+                f"split point {split}'s bottleneck has no tail for {chosen.format!r}; formats: {sorted(found.tails)}"
+            )
+        return Route(split, chosen, exits, bottleneck=True)
 
     def infer(self, x: Any, deadline_ms: float | None = None) -> Answer:
         """Answer one sample: from the first confident exit, the edge's full model, or the cloud; when the cloud
@@ -450,9 +479,14 @@ class EdgeRuntime:
         cloud, name = self._cloud, self.manifest.split_point(route.split).tensor.name
         boundary = self.manifest.segments[route.split].input  # uint8 on an int8 edge: encode() knows
         sample = run.frame if route.codec.image and run.frame is not None else run.tensors[-1]
-        wire = encode(route.codec, name, sample, boundary)  # once: a retry sends the same bytes
+        if route.bottleneck:  # the code of the split tensor travels; run.tensors keep the tensor for a fallback
+            encoder, code = self._encoders[route.split]  # it reads the split tensor by the split tensor's name
+            sample, name = encoder.run(None, {name: sample})[0], code
+        # once: a retry sends the same bytes (a code is float32 even on an int8 edge)
+        wire = encode(route.codec, name, sample, None if route.bottleneck else boundary)
+        send = partial(cloud.send, bottleneck=True) if route.bottleneck else cloud.send
         offload = Offload(
-            lambda timeout_s: cloud.send(route.split, wire, timeout_s, route.codec),
+            lambda timeout_s: send(route.split, wire, timeout_s, route.codec),
             run.deadline,
             breaker=self.breaker,
             retry=self.retry,

@@ -48,9 +48,10 @@ log = logging.getLogger(__name__)
 _MODEL_CONFIG = "/inference.GRPCInferenceService/ModelConfig"
 
 
-def model_name(prefix: str, split: int, codec: Codec) -> str:
-    """The repository's model for ``split`` and ``codec``'s wire format (as :func:`split.triton.tail_models`)."""
-    return f"{prefix}_s{split}_{codec.format}"
+def model_name(prefix: str, split: int, codec: Codec, bottleneck: bool = False) -> str:
+    """The repository's model for ``split`` and ``codec``'s wire format (as :func:`split.triton.tail_models`);
+    ``bottleneck``: the split point's bottleneck tail (``<prefix>_s<split>_bn_<format>``)."""
+    return f"{prefix}_s{split}_bn_{codec.format}" if bottleneck else f"{prefix}_s{split}_{codec.format}"
 
 
 def _config_response_class() -> Any:
@@ -134,12 +135,12 @@ class TritonClient(CloudClient):
                 )
         return None
 
-    def verify(self, split: int, codec: Codec = FP32) -> str | None:
+    def verify(self, split: int, codec: Codec = FP32, bottleneck: bool = False) -> str | None:
         """Check (once per model) that Triton serves this bundle's tail for ``split`` and ``codec``; why not, or
         None. Raises ``CloudUnavailable`` when Triton cannot be asked (it is asked again next time)."""
         if codec.compressor is not None:
             return f"Triton cannot decompress {codec.name}: use {codec.format} without compression"
-        name = model_name(self.model, split, codec)
+        name = model_name(self.model, split, codec, bottleneck)
         with self._lock:
             if name in self._verdicts:
                 return self._verdicts[name]
@@ -151,13 +152,19 @@ class TritonClient(CloudClient):
         return verdict
 
     def send(
-        self, split: int, wire: Mapping[str, np.ndarray], timeout_s: float | None = None, codec: Codec = FP32
+        self,
+        split: int,
+        wire: Mapping[str, np.ndarray],
+        timeout_s: float | None = None,
+        codec: Codec = FP32,
+        *,
+        bottleneck: bool = False,
     ) -> PendingReply:
         """As :meth:`CloudClient.send` (tensors already encoded with ``codec``), to the repository's model for
         ``split`` and ``codec``; raises ``CloudRejected`` for a refused model (the runtime answers locally) and
         ``CloudUnavailable`` when the model could not be checked yet."""
-        refused = self.verify(split, codec)
-        target = model_name(self.model, split, codec)
+        refused = self.verify(split, codec, bottleneck)
+        target = model_name(self.model, split, codec, bottleneck)
         if refused is not None:
             self.refused[target] += 1
             raise CloudRejected(refused)

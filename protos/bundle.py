@@ -28,6 +28,7 @@ __all__ = [
     "IMAGE_FORMATS",
     "MANIFEST",
     "WIRE_FORMATS",
+    "Bottleneck",
     "Bundle",
     "BundleError",
     "Exit",
@@ -137,6 +138,38 @@ decodes and runs through the bundle's preprocessing graph and the fp32 tail (:mo
 
 
 @dataclass(frozen=True)
+class Bottleneck:
+    """A learned bottleneck at a split point: the edge runs ``encoder`` (the boundary tensor -> ``code``, a few
+    channels) and sends the code; the cloud runs a bottleneck tail (decoder + the fused tail) that takes it, one
+    per wire format in ``tails``. ``codec``: the default codec of the code. ``training``: how encoder and decoder
+    were trained (distillation from the frozen model; losses, samples, seconds). The split point stays usable
+    without it: a route chooses (``bottleneck=True``)."""
+
+    channels: int
+    encoder: str
+    code: TensorSpec
+    tails: Mapping[str, str]
+    codec: str = "int8"
+    stride: int = 1
+    training: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        _require(self.channels > 0 and self.stride > 0, f"bottleneck: channels {self.channels} and stride"
+                 f" {self.stride} must be positive")  # fmt: skip
+        bad = sorted(set(self.tails) - set(WIRE_FORMATS))
+        _require(not bad, f"bottleneck: unknown wire formats {bad}; valid: {list(WIRE_FORMATS)}")
+        _require("fp32" in self.tails, "bottleneck: needs an fp32 tail")
+        _require(len(self.code.shape) >= 2 and self.code.shape[1] == self.channels,
+                 f"bottleneck: code {self.code.shape} does not have {self.channels} channels")  # fmt: skip
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Bottleneck:
+        """From the manifest's JSON."""
+        return cls(int(data["channels"]), data["encoder"], _tensor(data["code"]), dict(data["tails"]),
+                   data.get("codec", "int8"), int(data.get("stride", 1)), data.get("training", {}))  # fmt: skip
+
+
+@dataclass(frozen=True)
 class SplitPoint:
     """Execution moves to the cloud before segment ``index``: the edge runs segments ``[0, index)``.
 
@@ -146,7 +179,8 @@ class SplitPoint:
     (:data:`WIRE_FORMATS`) to the ONNX file of the fused tail that takes it; ``codec`` is the default codec,
     a wire format optionally followed by ``+zstd`` or ``+lz4``. ``images`` lists the :data:`IMAGE_FORMATS`
     the cloud also takes there (split point 0 of a bundle with image preprocessing only): the encoded frame
-    travels, and the cloud decodes it, runs ``preprocess.onnx`` and the fp32 tail.
+    travels, and the cloud decodes it, runs ``preprocess.onnx`` and the fp32 tail. ``bottleneck``: a learned
+    bottleneck there (:class:`Bottleneck`; none: ``None``, and absent from the JSON).
     """
 
     index: int
@@ -156,6 +190,7 @@ class SplitPoint:
     tails: Mapping[str, str] = field(default_factory=dict)
     cost: Mapping[str, Any] | None = None
     images: tuple[str, ...] = ()
+    bottleneck: Bottleneck | None = None
 
     def __post_init__(self) -> None:
         bad = sorted(set(self.tails) - set(WIRE_FORMATS))
@@ -227,6 +262,10 @@ class Manifest:
             _require(0 <= sp.index <= n, f"split point {sp.index} not in 0..{n}")
             _require(sp.tail is not None or sp.index == n, f"split point {sp.index} has no fp32 tail")
             _require(
+                sp.bottleneck is None or 0 < sp.index < n,
+                f"split point {sp.index}: a bottleneck sits between two segments (split points 1..{n - 1})",
+            )
+            _require(
                 not sp.images or self.preprocessing.get("kind") == "image",
                 f"split point {sp.index} takes encoded images {list(sp.images)} but the bundle has no image"
                 " preprocessing to run on them",
@@ -246,8 +285,10 @@ class Manifest:
         _require(isinstance(self.ort_format.get("operators"), str), "ort_format: 'operators' must name a file")
 
     def edge_files(self) -> tuple[str, ...]:
-        """The ONNX files the edge runs: segments, exits and the preprocessing graph (when there is one)."""
+        """The ONNX files the edge runs: segments, exits, bottleneck encoders and the preprocessing graph (when
+        there is one)."""
         files = [s.file for s in self.segments] + [e.file for e in self.exits]
+        files += [sp.bottleneck.encoder for sp in self.split_points if sp.bottleneck is not None]
         graph = self.preprocessing.get("graph") if self.preprocessing.get("kind") == "image" else None
         return (*files, graph) if isinstance(graph, str) else tuple(files)
 
@@ -259,6 +300,22 @@ class Manifest:
     def split_indices(self) -> tuple[int, ...]:
         """The valid split points, in order."""
         return tuple(sp.index for sp in self.split_points)
+
+    @property
+    def bottleneck_splits(self) -> tuple[int, ...]:
+        """The split points that have a learned bottleneck, in order."""
+        return tuple(sp.index for sp in self.split_points if sp.bottleneck is not None)
+
+    def bottleneck(self, index: int) -> Bottleneck:
+        """The bottleneck at split point ``index``; :class:`BundleError` listing the split points that have one."""
+        found = self.split_point(index).bottleneck
+        if found is None:
+            have = list(self.bottleneck_splits)
+            raise BundleError(
+                f"split point {index} has no bottleneck; split points with one: {have if have else 'none'}"
+                + ("" if have else " (export --bottleneck SPLIT:CHANNELS adds one)")
+            )
+        return found
 
     def split_point(self, index: int) -> SplitPoint:
         """The split point at ``index``; :class:`BundleError` listing the valid ones otherwise."""
@@ -298,6 +355,7 @@ class Manifest:
         files |= {f for sp in self.split_points for f in sp.tails.values()}
         if self.preprocessing.get("kind") == "text":  # the tokenizer is data the edge reads (protos.texttok)
             files.add(str(self.preprocessing["tokenizer"]))
+        files |= {f for sp in self.split_points if sp.bottleneck is not None for f in sp.bottleneck.tails.values()}
         if self.ort_format:
             files |= set(self.ort_format["files"].values()) | {self.ort_format["operators"]}
         return tuple(sorted(files))
@@ -307,6 +365,9 @@ class Manifest:
         data = asdict(self)
         if not self.ort_format:
             del data["ort_format"]
+        for sp in data["split_points"]:
+            if sp["bottleneck"] is None:
+                del sp["bottleneck"]  # bundles without bottlenecks are written as before
         return json.dumps(data, indent=2, sort_keys=False) + "\n"
 
     @classmethod
@@ -332,6 +393,7 @@ class Manifest:
                         dict(sp["tails"]),
                         sp.get("cost"),
                         tuple(sp.get("images", ())),
+                        Bottleneck.from_dict(sp["bottleneck"]) if sp.get("bottleneck") else None,
                     )
                     for sp in data["split_points"]
                 ),

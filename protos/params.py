@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["BUNDLE_HASH", "CODEC", "COMPRESSION", "RETRY_AFTER_MS", "SERVER_MS", "SPLIT_POINT"]
+__all__ = ["BOTTLENECK", "BUNDLE_HASH", "CODEC", "COMPRESSION", "RETRY_AFTER_MS", "SERVER_MS", "SPLIT_POINT"]
 
 BUNDLE_HASH = "edgesplit.bundle_hash"
 """``string``: the content hash of the bundle the edge runs; the cloud refuses a mismatch (FAILED_PRECONDITION)."""
@@ -12,6 +12,10 @@ SPLIT_POINT = "edgesplit.split_point"
 
 CODEC = "edgesplit.codec"
 """``string``: the wire codec of the split tensor (see :mod:`protos.codecs`); absent means ``fp32``."""
+
+BOTTLENECK = "edgesplit.bottleneck"
+"""``bool``: the tensor is the code of the split point's learned bottleneck (the cloud runs its bottleneck tail:
+decoder + tail); absent means the plain split tensor."""
 
 COMPRESSION = "edgesplit.compression"
 """``string``, a *tensor* parameter: the raw bytes of this input are compressed with ``zstd`` or ``lz4``."""

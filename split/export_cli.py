@@ -125,7 +125,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         " Runtime Mobile loads; the edge then loads them) and required_operators.config for a reduced build",
     )
     parser.add_argument("--cache-dir", type=Path, default=None, help="trained models (default: $EDGESPLIT_CACHE)")
+    _add_bottleneck_arguments(parser)
     _add_triton_arguments(parser)
+
+
+def _add_bottleneck_arguments(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("learned bottlenecks at split points (split.bottleneck)")
+    group.add_argument(
+        "--bottleneck",
+        action="append",
+        default=[],
+        metavar="SPLIT:CHANNELS[:STRIDE]",
+        help="after split point SPLIT, an encoder to CHANNELS channels (stride 2 or 4 also halves or quarters the"
+        " size) ends the edge's head and a decoder begins the cloud's tail, trained by distillation on the frozen"
+        " model (no labels); the split point stays usable without it. Repeatable, one per split point",
+    )
+    group.add_argument("--bottleneck-epochs", type=int, default=20, help="its training epochs (default %(default)s)")
+    group.add_argument(
+        "--bottleneck-samples", type=int, default=None, help="train it on at most this many training samples"
+    )
 
 
 def _add_triton_arguments(parser: argparse.ArgumentParser) -> None:
@@ -152,6 +170,8 @@ def _add_triton_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Make the bundle (or read it) and, with ``--format triton``, write the model repository."""
+    if args.bottleneck and args.from_bundle is not None:
+        raise ValueError("--bottleneck trains on the data: it goes with making a bundle, not with --from-bundle")
     if args.edge_format == "ort" and args.from_bundle is not None:
         raise ValueError("--edge-format ort goes with making a bundle (--out, or --bundle-out with --format triton)")
     if args.format == "bundle":
@@ -180,13 +200,17 @@ def run(args: argparse.Namespace) -> int:
 
 def _make_bundle(args: argparse.Namespace, out: Path) -> Bundle:
     """Train (cached), calibrate and export the bundle into ``out``: the only path that imports torch."""
+    from split.bottleneck import BottleneckSpec
     from split.partition import ModelConfig
     from split.pipeline import BundleConfig, UserModel, default_cache_dir, make_bundle
     from split.prune import PruneConfig
     from split.train import ExitLoss, TrainConfig
 
     if args.data is not None and args.data.suffix in (".csv", ".jsonl"):
+        if args.bottleneck:
+            raise ValueError("--bottleneck goes with image models; a text bundle (--data *.csv|*.jsonl) has none")
         return _make_text_bundle(args, out)
+    specs = [BottleneckSpec.parse(text) for text in args.bottleneck]  # a bad one fails before any training
     data = _load_data(args)
     split_points = tuple(args.split_points) if args.split_points else None
     exits = tuple(args.exits) if args.exits is not None else split_points
@@ -205,7 +229,7 @@ def _make_bundle(args: argparse.Namespace, out: Path) -> Bundle:
         split_points=split_points,
         exits=exits,
     )
-    bundle, _ = make_bundle(
+    bundle, net = make_bundle(
         data,
         model,
         TrainConfig(epochs=args.epochs),
@@ -219,6 +243,8 @@ def _make_bundle(args: argparse.Namespace, out: Path) -> Bundle:
         prune=PruneConfig(args.prune, args.prune_epochs) if args.prune else None,
         pretrained=pretrained,
     )
+    if specs:
+        bundle = _add_bottlenecks(args, bundle, net, data, specs)
     if args.edge_format == "ort":
         from split.ortformat import write_ort_format
 
@@ -247,6 +273,16 @@ def _make_text_bundle(args: argparse.Namespace, out: Path) -> Bundle:
         " answered before the last layer)"
     )
     return bundle
+
+
+def _add_bottlenecks(args: argparse.Namespace, bundle: Bundle, net: Any, data: Dataset, specs: list[Any]) -> Bundle:
+    """``--bottleneck``: train and add each (:mod:`split.bottleneck_export`) on the training split."""
+    from split.bottleneck import BottleneckConfig
+    from split.bottleneck_export import add_bottlenecks
+    from split.pipeline import default_cache_dir
+
+    config = BottleneckConfig(epochs=args.bottleneck_epochs, max_samples=args.bottleneck_samples)
+    return add_bottlenecks(bundle, net, data.x_train, specs, config, cache=args.cache_dir or default_cache_dir())
 
 
 def _pretrained(args: argparse.Namespace) -> Pretrained | None:
@@ -298,6 +334,11 @@ def _print_bundle(bundle: Bundle, out: Path) -> None:
         stats = dict(e.calibration)
         print(f"  {e.name} after segment {e.after_segment}: {e.criterion} threshold {e.threshold:.4f},"
               f" calibration exit rate {100 * stats.get('exit_rate', 0):.1f}%")  # fmt: skip
+    for sp in m.split_points:
+        if sp.bottleneck is not None:
+            bn = sp.bottleneck
+            print(f"  split point {sp.index}: bottleneck {list(sp.tensor.sample_shape)} -> {list(bn.code.sample_shape)}"
+                  f" ({bn.codec} by default), trained in {bn.training.get('seconds', 0):.0f} s")  # fmt: skip
     if m.ort_format:
         files, operators = m.ort_format["files"], m.ort_format["operators"]
         print(f"  the edge's {len(files)} graphs also in ORT format, operators: {operators}")

@@ -23,7 +23,7 @@ from __future__ import annotations
 import argparse
 import itertools
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from functools import partial
 from pathlib import Path
@@ -85,7 +85,7 @@ def _parse(raw: bytes) -> dict[str, np.ndarray]:
     return request_inputs(pb.ModelInferRequest.FromString(raw))
 
 
-def _wire(codec: Codec, name: str, x: np.ndarray, boundary: TensorSpec) -> tuple[np.ndarray, float]:
+def _wire(codec: Codec, name: str, x: np.ndarray, boundary: TensorSpec | None) -> tuple[np.ndarray, float]:
     """Every sample encoded on its own as the edge sends it: the decoded batch and the mean request bytes."""
     decoded, sizes = np.empty(x.shape, np.float32), []
     for i in range(len(x)):
@@ -177,6 +177,8 @@ def profile_bundle(
             cost["cloud_ms"], cost["wire"] = _split_costs(
                 bundle, sp.index, bounds[sp.index], y, exit_preds, offloaded, codecs, runs, cloud_threads
             )
+            cost.update(_bottleneck_costs(bundle, sp.index, bounds[sp.index], y, (exit_preds, offloaded), codecs,
+                                          runs, (edge_slowdown, edge_threads, cloud_threads)))  # fmt: skip
             if sp.images and frames is not None:
                 cost["wire"].update(_image_costs(bundle, frames, y, image_codecs, runs, cloud_threads))
         split_points.append(replace(sp, cost=cost))
@@ -224,10 +226,29 @@ def _split_costs(
     threads: int,
 ) -> tuple[dict[str, float], dict[str, dict[str, float]]]:
     sp = bundle.manifest.split_point(split)
-    name, boundary = sp.tensor.name, bundle.manifest.segments[split].input  # uint8 on an int8 edge
-    fp32_tail = _session(bundle.file(sp.tails["fp32"]), threads)
+    boundary = bundle.manifest.segments[split].input  # uint8 on an int8 edge
+    return _wire_costs(bundle, sp.tensor.name, sp.tails, boundary, tensor, y, (exit_preds, offloaded), codecs, runs,
+                       threads)  # fmt: skip
+
+
+def _wire_costs(
+    bundle: Bundle,
+    name: str,
+    tails: Mapping[str, str],
+    boundary: TensorSpec | None,
+    tensor: np.ndarray,
+    y: np.ndarray,
+    cascade: tuple[np.ndarray, np.ndarray],
+    codecs: Sequence[str],
+    runs: int,
+    threads: int,
+) -> tuple[dict[str, float], dict[str, dict[str, float]]]:
+    """Per tail (wire format) its ms; per codec the bytes, encode and decode ms and accuracy of ``tensor``
+    (called ``name``) sent to ``tails``; ``cascade``: the exits' predictions and the offloaded mask."""
+    exit_preds, offloaded = cascade
+    fp32_tail = _session(bundle.file(tails["fp32"]), threads)
     cloud_ms = {}
-    for fmt, file in sp.tails.items():
+    for fmt, file in tails.items():
         session = _session(bundle.file(file), threads)
         feeds = encode(Codec(fmt), name, tensor[:1], boundary)
         cloud_ms[fmt] = _median_ms(partial(session.run, None, feeds), runs)
@@ -245,6 +266,33 @@ def _split_costs(
             "accuracy_exits": float((np.where(offloaded, preds, exit_preds) == y).mean()),
         }
     return cloud_ms, wire
+
+
+def _bottleneck_costs(
+    bundle: Bundle,
+    split: int,
+    tensor: np.ndarray,
+    y: np.ndarray,
+    cascade: tuple[np.ndarray, np.ndarray],
+    codecs: Sequence[str],
+    runs: int,
+    device: tuple[float, int, int],
+) -> dict[str, Any]:
+    """``{"bottleneck": costs}`` of the split point's bottleneck ({} without one): its encoder's ms on the
+    (emulated) edge, and what :func:`_wire_costs` measures of the code sent to the bottleneck tails (the encoder's
+    ms is in each codec's ``encode_ms``). ``device``: the edge's slowdown and threads, the cloud's threads."""
+    slowdown, edge_threads, cloud_threads = device
+    bn = bundle.manifest.split_point(split).bottleneck
+    if bn is None:
+        return {}
+    encoder = _session(bundle.file(bn.encoder), edge_threads)
+    feed = bundle.manifest.split_point(split).tensor.name
+    code = _batched(encoder, tensor)
+    encoder_ms = _median_ms(partial(slowed(encoder, slowdown).run, None, {feed: tensor[:1]}), runs)
+    cloud_ms, wire = _wire_costs(bundle, bn.code.name, bn.tails, None, code, y, cascade, codecs, runs, cloud_threads)
+    for w in wire.values():
+        w["encode_ms"] += encoder_ms
+    return {"bottleneck": {"encoder_ms": encoder_ms, "cloud_ms": cloud_ms, "wire": wire}}
 
 
 def _cycled_ms(fn: Callable[[int], object], count: int, runs: int) -> float:

@@ -86,6 +86,7 @@ class TritonModel:
     source: str
     inputs: tuple[TensorSpec, ...]
     output: TensorSpec
+    bottleneck: bool = False
 
     @property
     def unbatched(self) -> tuple[str, ...]:
@@ -110,8 +111,8 @@ def tail_inputs(fmt: str, tensor: TensorSpec) -> tuple[TensorSpec, ...]:
     return (TensorSpec(x, tensor.shape, "INT8"), TensorSpec(scale, (width,)), TensorSpec(zero_point, (width,), "INT8"))
 
 
-def _model_name(prefix: str, sp: SplitPoint, fmt: str) -> str:
-    name = f"{prefix}_s{sp.index}_{fmt}"
+def _model_name(prefix: str, sp: SplitPoint, fmt: str, bottleneck: bool = False) -> str:
+    name = f"{prefix}_s{sp.index}_bn_{fmt}" if bottleneck else f"{prefix}_s{sp.index}_{fmt}"
     if not _SAFE_NAME.fullmatch(name):
         raise ValueError(
             f"Triton model name {name!r} is not safe as a directory name: use letters, digits, '_', '-' and '.'"
@@ -120,8 +121,29 @@ def _model_name(prefix: str, sp: SplitPoint, fmt: str) -> str:
     return name
 
 
+def _bottleneck_models(prefix: str, sp: SplitPoint, output: TensorSpec) -> list[TritonModel]:
+    """The models of ``sp``'s bottleneck tails (none without a bottleneck)."""
+    bn = sp.bottleneck
+    if bn is None:
+        return []
+    return [
+        TritonModel(
+            _model_name(prefix, sp, fmt, True),
+            sp.index,
+            fmt,
+            bn.tails[fmt],
+            tail_inputs(fmt, bn.code),
+            output,
+            bottleneck=True,
+        )
+        for fmt in WIRE_FORMATS
+        if fmt in bn.tails
+    ]
+
+
 def tail_models(bundle: Bundle, prefix: str | None = None) -> list[TritonModel]:
-    """The Triton models for every fused tail of ``bundle``, named ``<prefix>_s<split>_<format>``."""
+    """The Triton models for every fused tail of ``bundle``, named ``<prefix>_s<split>_<format>``, and for every
+    bottleneck tail (decoder + tail, taking the code), ``<prefix>_s<split>_bn_<format>``."""
     manifest = bundle.manifest
     prefix = manifest.model if prefix is None else prefix
     found = []
@@ -129,6 +151,7 @@ def tail_models(bundle: Bundle, prefix: str | None = None) -> list[TritonModel]:
         for fmt in (f for f in WIRE_FORMATS if f in sp.tails):
             name = _model_name(prefix, sp, fmt)
             found.append(TritonModel(name, sp.index, fmt, sp.tails[fmt], tail_inputs(fmt, sp.tensor), manifest.output))
+        found += _bottleneck_models(prefix, sp, manifest.output)
     return found
 
 
@@ -142,6 +165,8 @@ def _tensor_block(spec: TensorSpec, batched: bool) -> str:
 
 def _parameters(model: TritonModel, bundle_hash: str) -> str:
     values = {params.SPLIT_POINT: str(model.split), params.CODEC: model.format}
+    if model.bottleneck:
+        values[params.BOTTLENECK] = "true"
     if bundle_hash:
         values[params.BUNDLE_HASH] = bundle_hash
     blocks = [f'  {{\n    key: "{k}"\n    value: {{ string_value: "{v}" }}\n  }}' for k, v in values.items()]

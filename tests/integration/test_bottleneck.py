@@ -1,0 +1,222 @@
+"""A learned bottleneck at a split point (issue 18), on a copy of the session's trained digits bundle: export and
+manifest, parity of encoder -> decoder -> tail between torch and ONNX, the edge offloading through it to a real
+in-process cloud, the errors for a split point without one, and the edge's fallback past the split."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import grpc
+import numpy as np
+import pytest
+import torch
+
+from cloud.server import CloudConfig, CloudServer
+from edge.client import CloudClient
+from edge.errors import EdgeError
+from edge.runtime import EdgeRuntime
+from protos import inference_pb2 as pb
+from protos import inference_pb2_grpc, params
+from protos.bundle import MANIFEST, Bundle, BundleError
+from protos.codecs import Codec, decode, encode
+from protos.tensors import add_input, set_param
+from split.bottleneck import BottleneckConfig, BottleneckSpec, Coder
+from split.bottleneck_export import add_bottlenecks, trained_coder
+
+SPEC = BottleneckSpec(2, 4, 2)
+CONFIG = BottleneckConfig(epochs=8, max_samples=600)
+
+
+@pytest.fixture(scope="module")
+def bottlenecked(trained, digits, tmp_path_factory) -> tuple[Bundle, Coder, Any]:  # type: ignore[no-untyped-def]
+    """(the bundle copy with a bottleneck at split point 2, the trained coder, the net)."""
+    bundle, net, _ = trained
+    root = tmp_path_factory.mktemp("bottleneck") / "bundle"
+    shutil.copytree(bundle.root, root)
+    cache = tmp_path_factory.mktemp("bottleneck-cache")
+    copy = add_bottlenecks(Bundle.load(root), net, digits.x_train, [SPEC], CONFIG, cache=cache, progress=False)
+    coder, report = trained_coder(copy, net, digits.x_train, SPEC, CONFIG, cache, progress=False)
+    assert report["cached"]  # the coder the bundle was exported from
+    return copy, coder, net
+
+
+@pytest.fixture(scope="module")
+def bn_cloud(bottlenecked) -> Iterator[str]:  # type: ignore[no-untyped-def]
+    server = CloudServer(CloudConfig(bundles=(str(bottlenecked[0].root),), port=0, threads=1))
+    target = f"127.0.0.1:{server.start()}"
+    with grpc.insecure_channel(target) as channel:
+        grpc.channel_ready_future(channel).result(timeout=10)
+    yield target
+    server.stop(grace=1.0)
+
+
+def _client(bundle: Bundle, target: str) -> CloudClient:
+    client = CloudClient(target, model=bundle.manifest.model, bundle_hash=bundle.manifest.content_hash)
+    client.wait_ready(timeout_s=10)
+    return client
+
+
+def test_manifest_records_the_bottleneck(bottlenecked) -> None:  # type: ignore[no-untyped-def]
+    bundle = Bundle.load(bottlenecked[0].root)  # verifies every file and the content hash
+    m = bundle.manifest
+    assert m.bottleneck_splits == (2,)
+    bn = m.bottleneck(2)
+    assert bn.code.shape == (-1, 4, 4, 4) and bn.channels == 4 and bn.stride == 2
+    assert set(bn.tails) == {"fp32", "fp16", "int8", "int8c"} and bn.encoder in m.edge_files()
+    assert bn.training["samples"] == 600 and len(bn.training["loss"]) == 8
+    assert bn.training["loss"][-1] < bn.training["loss"][0]
+    data = json.loads((bundle.root / MANIFEST).read_text())
+    assert [("bottleneck" in sp) for sp in data["split_points"]] == [False, False, True, False, False]
+    assert m.split_point(2).tails == Bundle.load(bundle.root).manifest.split_point(2).tails  # the plain tail stays
+    with pytest.raises(BundleError, match=r"split point 1 has no bottleneck; split points with one: \[2\]"):
+        m.bottleneck(1)
+
+
+def test_torch_and_onnx_agree(bottlenecked, digits) -> None:  # type: ignore[no-untyped-def]
+    import onnxruntime as ort
+
+    bundle, coder, net = bottlenecked
+    m, bn = bundle.manifest, bundle.manifest.bottleneck(2)
+    x = digits.x_test[:32].astype(np.float32)
+    with torch.no_grad():
+        h = net.segments[1](net.segments[0](torch.from_numpy(x)))
+        code = coder.encoder(h)
+        out = coder.decoder(code)
+        for segment in net.segments[2:]:
+            out = segment(out)
+    enc = ort.InferenceSession(str(bundle.file(bn.encoder)), providers=["CPUExecutionProvider"])
+    onnx_code = enc.run(None, {m.split_point(2).tensor.name: h.numpy()})[0]
+    assert onnx_code.shape == (32, 4, 4, 4) and onnx_code.dtype == np.float32
+    np.testing.assert_allclose(onnx_code, code.numpy(), rtol=1e-4, atol=1e-5)
+    tail = ort.InferenceSession(str(bundle.file(bn.tails["fp32"])), providers=["CPUExecutionProvider"])
+    np.testing.assert_allclose(tail.run(None, {bn.code.name: onnx_code})[0], out.numpy(), rtol=1e-3, atol=1e-4)
+    int8 = ort.InferenceSession(str(bundle.file(bn.tails["int8"])), providers=["CPUExecutionProvider"])
+    wire = encode(Codec.parse("int8"), bn.code.name, onnx_code[:1])
+    reference = tail.run(None, {bn.code.name: decode("int8", bn.code.name, wire)})[0]
+    np.testing.assert_allclose(int8.run(None, wire)[0], reference, rtol=1e-4, atol=1e-5)
+
+
+def test_edge_offloads_the_code_to_the_cloud(bottlenecked, bn_cloud, digits) -> None:  # type: ignore[no-untyped-def]
+    bundle = bottlenecked[0]
+    client = _client(bundle, bn_cloud)
+    runtime = EdgeRuntime(bundle, split=2, cloud=client, exits=False, bottleneck=True)
+    plain = EdgeRuntime(bundle, split=2, cloud=client, exits=False, codec="int8")
+    assert runtime.route.bottleneck and runtime.codec.name == "int8"  # the bottleneck's default codec
+    x, y = digits.x_test[:60], digits.y_test[:60]
+    answers = [runtime.infer(s) for s in x]
+    plain_answers = [plain.infer(s) for s in x]
+    assert all(a.source == "cloud" and a.split == 2 and a.degraded is None for a in answers)
+    assert max(a.bytes_sent for a in answers) == 4 * 4 * 4 + 5  # the code, its scale and zero point
+    assert answers[0].bytes_sent < plain_answers[0].bytes_sent / 7
+    accuracy = np.mean([a.label for a in answers] == y)
+    assert accuracy >= 0.5, accuracy  # the full model reaches ~0.8; chance is 0.1
+    runtime.set_route(2, "int8+zstd", False, bottleneck=True)
+    assert runtime.infer(x[0]).source == "cloud"
+    runtime.set_route(2, "int8", False)  # the same split point without the bottleneck
+    assert runtime.infer(x[0]).bytes_sent == plain_answers[0].bytes_sent
+    client.close()
+
+
+def test_a_split_point_without_a_bottleneck_is_refused(bottlenecked, bn_cloud, digits) -> None:  # type: ignore[no-untyped-def]
+    bundle = bottlenecked[0]
+    client = _client(bundle, bn_cloud)
+    with pytest.raises(EdgeError, match=r"split point 1 has no bottleneck; split points with one: \[2\]"):
+        EdgeRuntime(bundle, split=1, cloud=client, bottleneck=True)
+    runtime = EdgeRuntime(bundle, split=2, cloud=client)
+    with pytest.raises(EdgeError, match=r"split point 3 has no bottleneck; split points with one: \[2\]"):
+        runtime.set_route(3, "int8", True, bottleneck=True)
+    client.close()
+    request = pb.ModelInferRequest(model_name=bundle.manifest.model)
+    set_param(request.parameters, params.SPLIT_POINT, 1)
+    set_param(request.parameters, params.BOTTLENECK, True)
+    add_input(request, "b1", np.zeros((1, 8, 16, 16), np.float32))
+    with grpc.insecure_channel(bn_cloud) as channel:
+        stub = inference_pb2_grpc.GRPCInferenceServiceStub(channel)
+        with pytest.raises(grpc.RpcError) as err:
+            stub.ModelInfer(request, timeout=10)
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "split point 1 has no bottleneck; split points with one: [2]" in err.value.details()
+    with pytest.raises(ValueError, match="SPLIT:CHANNELS"):
+        BottleneckSpec.parse("2")
+    with pytest.raises(BundleError, match="unknown split point 7"):
+        add_bottlenecks(bundle, bottlenecked[2], digits.x_train, [BottleneckSpec(7, 2)], progress=False)
+
+
+def test_fallback_past_the_split_runs_the_edge_segments(bottlenecked, digits, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    bundle = bottlenecked[0]
+    client = CloudClient("127.0.0.1:1", model=bundle.manifest.model, bundle_hash=bundle.manifest.content_hash)
+    runtime = EdgeRuntime(bundle, split=2, cloud=client, exits=False, bottleneck=True, deadline_ms=2000)
+    local = EdgeRuntime(bundle, split=len(bundle.manifest.segments), exits=False)
+    for sample in digits.x_test[:5]:
+        answer = runtime.infer(sample)
+        assert answer.source == "edge" and answer.degraded in ("unavailable", "breaker_open"), answer
+        assert answer.label == local.infer(sample).label  # the edge's own segments, from the un-encoded tensor
+    client.close()
+
+
+def test_triton_export_writes_the_bottleneck_tails(bottlenecked, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    from edge.triton import model_name
+    from split.triton import write_repository
+
+    bundle = bottlenecked[0]
+    models = {m.name: m for m in write_repository(bundle, tmp_path)}
+    prefix = bundle.manifest.model
+    int8 = models[f"{prefix}_s2_bn_int8"]
+    assert int8.bottleneck and [s.name for s in int8.inputs] == ["b2_code", "b2_code_scale", "b2_code_zero_point"]
+    assert f"{prefix}_s2_int8" in models and f"{prefix}_s1_bn_int8" not in models  # the plain tail stays
+    assert model_name(prefix, 2, Codec.parse("int8"), bottleneck=True) == int8.name
+    config = (tmp_path / int8.name / "config.pbtxt").read_text()
+    assert '"edgesplit.bottleneck"' in config and (tmp_path / int8.name / "1" / "model.onnx").is_file()
+
+
+def test_profile_and_planner_consider_the_bottleneck(bottlenecked, digits, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    from edge.planner import Network, candidates, cost_model, plan
+    from split.profile import profile_bundle
+
+    root = tmp_path / "profiled"
+    shutil.copytree(bottlenecked[0].root, root)
+    bundle = Bundle.load(root)
+    profile_bundle(bundle, digits.x_cal[:120], digits.y_cal[:120], runs=3, codecs=("fp32", "int8"))
+    bundle = Bundle.load(root)
+    cost = bundle.manifest.split_point(2).cost or {}
+    assert set(cost["bottleneck"]["wire"]) == {"fp32", "int8"} and cost["bottleneck"]["encoder_ms"] > 0
+    costs = cost_model(bundle.manifest)
+    wire = {sc.index: sc.wire for sc in costs.splits}
+    assert "bottleneck:int8" in wire[2] and not any(k.startswith("bottleneck:") for k in wire[1])
+    assert wire[2]["bottleneck:int8"].bytes < wire[2]["int8"].bytes / 7
+    slow = Network(20e3, 5.0)  # 20 kbit/s: the bytes decide
+    listed = {c.label: c for c in candidates(costs, slow)}
+    through, plain = listed["split 2, bottleneck:int8, no exits"], listed["split 2, int8, no exits"]
+    assert through.bottleneck and through.route_codec == "int8" and not plain.bottleneck
+    assert through.latency_ms < plain.latency_ms
+    chosen = plan(costs, slow, budget=1.0)  # any accuracy: a route the edge can take
+    runtime = EdgeRuntime(bundle, split=4)
+    if chosen.split < 4:
+        runtime = EdgeRuntime(bundle, split=chosen.split, cloud=CloudClient("127.0.0.1:1", model="m", bundle_hash="h"))
+    route = runtime.set_route(chosen.split, chosen.route_codec, chosen.exits, chosen.bottleneck)
+    assert route.bottleneck == chosen.bottleneck and route.split == chosen.split
+
+
+def test_the_edge_cli_offloads_through_the_bottleneck(bottlenecked, bn_cloud, digits, tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
+    from split.cli import main
+
+    inputs = tmp_path / "x.npy"
+    np.save(inputs, digits.x_test[:4])
+    root = str(bottlenecked[0].root)
+    assert main(["edge", "--bundle", root, "--cloud", bn_cloud, "--split", "2", "--bottleneck", "--no-exits",
+                 "--input", str(inputs)]) == 0  # fmt: skip
+    assert capsys.readouterr().out.count("cloud") >= 4
+    with pytest.raises(EdgeError, match=r"split point 1 has no bottleneck; split points with one: \[2\]"):
+        main(["edge", "--bundle", root, "--cloud", bn_cloud, "--split", "1", "--bottleneck", "--input", str(inputs)])
+
+
+def test_export_refuses_a_bad_bottleneck_before_training(tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
+    from split.cli import main
+
+    assert main(["export", "--out", str(tmp_path / "b"), "--dataset", "digits", "--bottleneck", "2x4"]) == 1
+    assert "bad bottleneck '2x4': write SPLIT:CHANNELS" in capsys.readouterr().err
+    assert not (tmp_path / "b").exists()
