@@ -50,7 +50,7 @@ from edge.retry import RetryPolicy
 from protos.bundle import Bundle, BundleError, Exit, Manifest
 from protos.codecs import Codec, encode
 
-__all__ = ["Answer", "EdgeRuntime", "Route"]
+__all__ = ["Answer", "Counters", "EdgeRuntime", "Route"]
 
 log = logging.getLogger("edgesplit.edge")
 
@@ -148,8 +148,8 @@ class _Run:
         return len(self.tensors) - 1
 
 
-class _Counters:
-    """Thread-safe counts of what the runtime did (:meth:`EdgeRuntime.stats`)."""
+class Counters:
+    """Thread-safe counts of what a runtime did (:meth:`EdgeRuntime.stats`, :meth:`edge.text.TextRuntime.stats`)."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
@@ -282,7 +282,7 @@ class EdgeRuntime:
         self._rng = rng or random.Random()
         self._probe_timeout_s = probe_timeout_s
         self._clock = time.monotonic
-        self._counters = _Counters()
+        self._counters = Counters()
         # The thresholds in force, by segment index: one dict swapped as a whole (set_thresholds), read once per
         # request; the manifest's calibrated thresholds are never changed.
         self._thresholds = {i: g.spec.threshold for i, g in self._exits.items()}

@@ -193,3 +193,76 @@ def test_edge_subcommand_refuses_a_text_bundle_clearly(text_model: tuple[Any, An
     args = parser.parse_args(["--bundle", str(text_model[2].root), "--input", "x.npy"])
     with pytest.raises(ValueError, match="is a text bundle"):
         run(args)
+
+
+def test_cloud_down_every_text_answered_locally_and_the_breaker_opens(
+    text_model: tuple[Any, Any, Bundle, Any],
+) -> None:
+    from edge.breaker import CircuitBreaker
+    from edge.retry import RetryPolicy
+
+    _, _, bundle, data = text_model
+    client = CloudClient("127.0.0.1:1", model="topics", bundle_hash=bundle.manifest.content_hash, timeout_s=0.5)
+    runtime = TextRuntime(
+        bundle,
+        client,
+        split=1,
+        breaker=CircuitBreaker(failures=3, cooldown_s=3600.0),
+        retry=RetryPolicy(attempts=2, base_ms=0.0, jitter=0.0, min_attempt_ms=0.0),
+    )
+    local = TextRuntime(bundle)
+    texts = data.test[0][:6]
+    answers = [runtime.infer(t) for t in texts]
+    assert [a.label for a in answers] == [local.infer(t).label for t in texts]
+    assert all(a.source != "cloud" and a.degraded is not None for a in answers)
+    # request 1: two tries fail; request 2: its first try opens the breaker (3 in a row); then no network at all
+    assert [a.degraded for a in answers] == ["unavailable", "unavailable"] + ["breaker_open"] * 4
+    stats = runtime.stats()
+    assert stats["breaker"] == {"state": "open", "opened": 1}
+    assert stats["requests"] == 6 and stats["offloads"] == 3 and stats["retries"] == 1
+    assert stats["fallbacks"]["unavailable"] == 2 and stats["fallbacks"]["breaker_open"] == 4
+    assert stats["answers"]["cloud"] == 0 and stats["bytes_sent"] > 0
+    client.close()
+
+
+def test_a_silent_cloud_costs_the_deadline_not_the_client_timeout(text_model: tuple[Any, Any, Bundle, Any]) -> None:
+    import threading
+    from concurrent import futures
+
+    _, _, bundle, data = text_model
+    release = threading.Event()
+
+    def hang(request: bytes, context: grpc.ServicerContext) -> bytes:
+        release.wait(30.0)  # never answers in time: the test releases it at the end
+        return b""
+
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
+    handler = grpc.unary_unary_rpc_method_handler(hang)  # raw bytes in and out
+    server.add_generic_rpc_handlers(
+        (grpc.method_handlers_generic_handler("inference.GRPCInferenceService", {"ModelInfer": handler}),)
+    )
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    client = CloudClient(f"127.0.0.1:{port}", model="topics", bundle_hash=bundle.manifest.content_hash, timeout_s=60)
+    runtime = TextRuntime(bundle, client, split=2, deadline_ms=300.0)
+    answer = runtime.infer(data.test[0][0])
+    release.set()
+    client.close()
+    server.stop(grace=None)
+    assert answer.degraded == "deadline" and answer.source == "edge" and answer.segments_run == 3
+    assert 250.0 <= answer.latency_ms < 20_000.0  # waited for its deadline, far less than the client's 60 s
+    assert runtime.stats()["fallbacks"]["deadline"] == 1
+    with pytest.raises(ValueError, match="deadline_ms must be a positive number"):
+        TextRuntime(bundle, deadline_ms=0)
+
+
+def test_offloads_are_counted(text_model: tuple[Any, Any, Bundle, Any], text_cloud: str) -> None:
+    _, _, bundle, data = text_model
+    client = CloudClient(text_cloud, model="topics", bundle_hash=bundle.manifest.content_hash)
+    runtime = TextRuntime(bundle, client, split=1, deadline_ms=5000.0)
+    answers = [runtime.infer(t) for t in data.test[0][:3]]
+    stats = runtime.stats()
+    assert stats["answers"]["cloud"] == 3 == stats["offloads"] and stats["retries"] == 0
+    assert stats["bytes_sent"] == sum(a.bytes_sent for a in answers) and stats["breaker"]["state"] == "closed"
+    assert stats["latency_ms"]["count"] == 3
+    client.close()
