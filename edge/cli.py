@@ -72,6 +72,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         " (JPEG, PNG, WebP) or a directory of photos; photos and frames need a bundle with image preprocessing",
     )
     parser.add_argument(
+        "--text", action="append", metavar="TEXT", help="a text bundle: answer this text (repeat for several)"
+    )
+    parser.add_argument("--texts", type=Path, metavar="FILE", help="a text bundle: answer each line of FILE (UTF-8)")
+    parser.add_argument(
         "--listen", metavar="HOST:PORT", help="serve KServe v2 to apps on the device instead (port 0: a free one)"
     )
     parser.add_argument("--labels", type=Path, metavar="NPY", help="labels [N]: print accuracy and exit rates")
@@ -140,7 +144,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="re-calibrate the thresholds in force from the evidence (tighten at once when an exit breaks its share"
         " of the budget, loosen gradually back toward the calibrated one); needs --audit-rate",
     )
-    parser.add_argument("--json", type=Path, metavar="PATH", help="write the summary (with --labels) as JSON")
+    parser.add_argument(
+        "--json",
+        type=Path,
+        metavar="PATH",
+        help="write the summary (with --labels) as JSON; a text bundle: the answers and counters (-: to stdout)",
+    )
     security = parser.add_argument_group("cloud security (default: plaintext, no token)")
     security.add_argument("--cloud-ca", metavar="FILE", help="TLS: verify the cloud with this CA certificate (PEM)")
     security.add_argument("--cloud-cert", metavar="FILE", help="mutual TLS: this edge's certificate (PEM)")
@@ -228,10 +237,11 @@ def run(args: argparse.Namespace) -> int:
     bundle = with_thresholds(Bundle.load(args.bundle), args.threshold)
     manifest = bundle.manifest
     if manifest.preprocessing.get("kind") == "text":
-        raise ValueError(
-            f"{args.bundle} is a text bundle: it runs in edge.text.TextRuntime (Python API); `edgesplit edge`"
-            " takes image and tensor bundles"
-        )
+        from edge.textcli import run_text  # the text extra (tokenizers) only for text bundles
+
+        return run_text(args, bundle, _client(args, manifest))
+    if args.text or args.texts:
+        raise ValueError(f"--text/--texts take a text bundle; {args.bundle} is not one (give --input or --listen)")
     client = _client(args, manifest)
     split = args.split if args.split is not None else (manifest.default_split if client else len(manifest.segments))
     slowdown, threads = device_emulation(args, manifest)

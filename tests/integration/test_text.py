@@ -183,16 +183,50 @@ def test_export_data_csv_makes_a_text_bundle(tmp_path: Path) -> None:
     assert TextRuntime(bundle).infer("the computer crashed again").label in (0, 1)
 
 
-def test_edge_subcommand_refuses_a_text_bundle_clearly(text_model: tuple[Any, Any, Bundle, Any]) -> None:
+def _edge_args(*argv: str) -> Any:
     import argparse
 
-    from edge.cli import add_arguments, run
+    from edge.cli import add_arguments
 
     parser = argparse.ArgumentParser()
     add_arguments(parser)
-    args = parser.parse_args(["--bundle", str(text_model[2].root), "--input", "x.npy"])
-    with pytest.raises(ValueError, match="is a text bundle"):
-        run(args)
+    return parser.parse_args(list(argv))
+
+
+def test_edge_subcommand_answers_texts(
+    text_model: tuple[Any, Any, Bundle, Any], text_cloud: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from edge.cli import run
+
+    _, _, bundle, data = text_model
+    root = str(bundle.root)
+    lines = tmp_path / "texts.txt"
+    lines.write_text("\n".join(data.test[0][1:3]).replace("\n\n", "\n") + "\n\n")
+    want = TextRuntime(bundle)
+    args = ["--bundle", root, "--text", data.test[0][0].replace("\n", " "), "--texts", str(lines), "--json", "-"]
+    assert run(_edge_args(*args, "--cloud", text_cloud, "--split", "1")) == 0
+    report = json.loads(capsys.readouterr().out)
+    texts = [r["text"] for r in report["answers"]]
+    assert len(texts) >= 3 and report["stats"]["answers"]["cloud"] == len(texts)
+    assert [r["label"] for r in report["answers"]] == [bundle.manifest.classes[want.infer(t).label] for t in texts]
+    assert {r["source"] for r in report["answers"]} == {"cloud"} and report["answers"][0]["split"] == 1
+    assert run(_edge_args("--bundle", root, "--text", "the senate voted", "--json", str(tmp_path / "a.json"))) == 0
+    local = json.loads((tmp_path / "a.json").read_text())["answers"][0]
+    assert local["source"] == "edge" and local["degraded"] is None
+    out = capsys.readouterr().out
+    assert out.split("\t")[0] in bundle.manifest.classes  # the lines are printed too
+
+
+def test_edge_subcommand_refuses_image_options_for_a_text_bundle(text_model: tuple[Any, Any, Bundle, Any]) -> None:
+    from edge.cli import run
+
+    root = str(text_model[2].root)
+    with pytest.raises(ValueError, match="--input, --race take image and tensor bundles; a text bundle takes --text"):
+        run(_edge_args("--bundle", root, "--input", "x.npy", "--race"))
+    with pytest.raises(ValueError, match="give --text TEXT"):
+        run(_edge_args("--bundle", root))
+    with pytest.raises(ValueError, match="split point 1 offloads, so it needs a client"):
+        run(_edge_args("--bundle", root, "--text", "hi", "--split", "1"))
 
 
 def test_cloud_down_every_text_answered_locally_and_the_breaker_opens(
