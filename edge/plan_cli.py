@@ -15,9 +15,10 @@ from pathlib import Path
 from edge.devices import DEVICES, device
 from edge.energy import LINK_TYPES, radio_model
 from edge.planner import OBJECTIVES, Candidate, Energy, Network, best_accuracy_within, candidates, cost_model, plan
+from netsim.profiles import PROFILES
 from protos.bundle import Bundle, Manifest
 
-__all__ = ["add_arguments", "energy_model", "parse_bandwidth", "run"]
+__all__ = ["add_arguments", "energy_model", "parse_bandwidth", "resolve_network", "run"]
 
 _UNITS = {"": 1e6, "bit": 1.0, "kbit": 1e3, "mbit": 1e6, "gbit": 1e9}
 _BANDWIDTH = re.compile(r"^\s*([0-9]*\.?[0-9]+)\s*([kmg]?bit)?(?:/s|ps)?\s*$", re.IGNORECASE)
@@ -40,8 +41,13 @@ def parse_bandwidth(text: str) -> float:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The subcommand's options."""
     parser.add_argument("--bundle", type=Path, required=True, metavar="DIR", help="a profiled bundle")
-    parser.add_argument("--bandwidth", type=parse_bandwidth, required=True, help="uplink, e.g. 5.85mbit")
-    parser.add_argument("--rtt", type=float, required=True, help="round-trip time, ms")
+    parser.add_argument(
+        "--network",
+        choices=sorted(PROFILES),
+        help="a named network (netsim's profiles: its uplink and RTT; the radio model of the same name)",
+    )
+    parser.add_argument("--bandwidth", type=parse_bandwidth, help="uplink, e.g. 5.85mbit (or give --network)")
+    parser.add_argument("--rtt", type=float, help="round-trip time, ms (or give --network)")
     parser.add_argument("--budget", type=float, default=1.0, help="max accuracy loss vs. the full model, in points")
     parser.add_argument("--target-ms", type=float, default=None, help="instead: best accuracy within this latency")
     parser.add_argument(
@@ -54,7 +60,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--compute-w", type=float, help="the device's compute power in W (overrides --device's)")
     parser.add_argument(
-        "--link", choices=LINK_TYPES, default="wifi", help="the radio energy model of the link (default: wifi)"
+        "--link",
+        choices=LINK_TYPES,
+        help="the radio energy model of the link (default: --network's, else wifi)",
     )
     parser.add_argument(
         "--radio-warm",
@@ -87,8 +95,22 @@ def energy_model(args: argparse.Namespace, manifest: Manifest) -> tuple[Energy |
     return Energy(watts, radio), label
 
 
+def resolve_network(args: argparse.Namespace) -> None:
+    """Fill ``--bandwidth``, ``--rtt`` (and ``--link``) from ``--network``; without it both must be given."""
+    if args.network is not None:
+        if args.bandwidth is not None or args.rtt is not None:
+            raise ValueError("give --network NAME or --bandwidth and --rtt, not both")
+        profile = PROFILES[args.network]
+        args.bandwidth, args.rtt = profile.bandwidth_mbit * 1e6, profile.rtt_ms
+        args.link = args.link or (args.network if args.network in LINK_TYPES else None)
+    elif args.bandwidth is None or args.rtt is None:
+        raise ValueError(f"give the network: --network ({', '.join(sorted(PROFILES))}) or --bandwidth and --rtt")
+    args.link = args.link or "wifi"
+
+
 def run(args: argparse.Namespace) -> int:
     """Print every candidate, fastest first, and mark the plan."""
+    resolve_network(args)
     manifest = Bundle.load(args.bundle).manifest
     costs = cost_model(manifest)
     network = Network(args.bandwidth, args.rtt)

@@ -45,6 +45,7 @@ from protos.codecs import Codec
 __all__ = [
     "BOTTLENECK",
     "OBJECTIVES",
+    "TEXT",
     "Candidate",
     "CostModel",
     "Energy",
@@ -153,6 +154,13 @@ BOTTLENECK = "bottleneck:"
 (``bottleneck:int8``): the code of the split tensor travels, its ``encode_ms`` includes the encoder's, its
 ``decode_ms`` the bottleneck tail's. :attr:`Candidate.bottleneck` and :attr:`Candidate.route_codec` turn the key
 back into a route."""
+
+
+TEXT = "text"
+"""In a text bundle's cost model, split point 0's route that sends the text itself (UTF-8; ``edgesplit profile`` on a
+text bundle, :mod:`split.textprofile`): like an image codec it skips the edge's preprocessing (the tokenizer) and
+feeds the fp32 tail; the cloud's tokenization is in its ``decode_ms``. A planning baseline: ``edgesplit cloud`` has
+no tokenizer, so an edge sends the token ids (``fp32`` at split point 0) instead."""
 
 
 @dataclass(frozen=True)
@@ -320,14 +328,14 @@ def _wire_costs(c: Mapping[str, Any]) -> dict[str, WireCost]:
     """A split point's (or its bottleneck's) profiled codecs as wire costs."""
     wire = {}
     for name, w in c["wire"].items():
-        codec = Codec.parse(name)
+        codec = Codec.parse("fp32" if name == TEXT else name)
         wire[name] = WireCost(
             w["bytes"],
             w["encode_ms"],
-            w["decode_ms"] + c["cloud_ms"][codec.tail],  # parse (+ decode an image) + the tail it feeds
+            w["decode_ms"] + c["cloud_ms"][codec.tail],  # parse (+ decode an image, tokenize a text) + the tail
             w["accuracy"],
             w["accuracy_exits"],
-            from_frame=codec.image,
+            from_frame=codec.image or name == TEXT,
         )
     return wire
 

@@ -83,6 +83,8 @@ class TextRuntime:
         split: the split point (default: the bundle's); the edge runs layers ``[0, split)``.
         codec: the wire codec for the hidden states (``fp32`` or ``fp16``).
         policy: ``entropy`` or ``patience`` (default: the bundle's); ``patience`` its K (default: the bundle's).
+        exits: whether exits are checked (off: every text runs the layers up to the split, as the planner's
+            "no exits" routes).
         threads: ONNX Runtime intra-op threads per session.
         deadline_ms: each request's deadline, from the call to :meth:`infer` (which may override it).
         breaker: the circuit breaker (default: 3 failures open it for 2 s).
@@ -100,6 +102,7 @@ class TextRuntime:
         codec: str = "fp32",
         policy: str | None = None,
         patience: int | None = None,
+        exits: bool = True,
         threads: int = 1,
         deadline_ms: float = 1000.0,
         breaker: CircuitBreaker | None = None,
@@ -126,6 +129,7 @@ class TextRuntime:
             raise ValueError(f"unknown text exit policy {self.policy!r}; valid policies: {list(POLICIES)}")
         self.patience = int(patience if patience is not None else rule.get("patience", 2))
         PatienceCounter(self.patience)  # validates
+        self.exits = exits
         self._deadline_s = _deadline_s(deadline_ms)
         self.breaker = breaker or CircuitBreaker()
         self.retry = retry or RetryPolicy()
@@ -175,6 +179,8 @@ class TextRuntime:
             if k == last:
                 probs, label, conf = top_class(x[0])
                 return Answer(label, conf, "edge", probs, k + 1), x
+            if not self.exits:
+                continue
             name, threshold, session = self._exits[k]
             probs, label, conf = top_class(session.run(None, {self._inputs[k + 1]: x})[0][0])
             fire = counter.step(label) if counter is not None else _ENTROPY.score(probs[None])[0] <= threshold

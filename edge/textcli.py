@@ -25,7 +25,6 @@ IMAGE_ONLY = {
     "listen": "--listen",
     "labels": "--labels",
     "bottleneck": "--bottleneck",
-    "no_exits": "--no-exits",
     "adapt": "--adapt",
     "race": "--race",
     "device": "--device",
@@ -36,7 +35,7 @@ IMAGE_ONLY = {
 }
 """The options (argparse dest -> flag) a text bundle does not take."""
 
-_DEFAULTS: dict[str, Any] = {"no_exits": False, "bottleneck": False, "race": False, "adaptive_thresholds": False}
+_DEFAULTS: dict[str, Any] = {"bottleneck": False, "race": False, "adaptive_thresholds": False}
 
 
 def _refuse_image_options(args: argparse.Namespace) -> None:
@@ -48,8 +47,8 @@ def _refuse_image_options(args: argparse.Namespace) -> None:
     if given:
         raise ValueError(
             f"{args.bundle} is a text bundle: {', '.join(given)} take image and tensor bundles; a text bundle takes"
-            " --text TEXT / --texts FILE with --split, --cloud, --codec (fp32, fp16), --deadline-ms, --threshold"
-            " and --json"
+            " --text TEXT / --texts FILE with --split, --cloud, --codec (fp32, fp16), --no-exits, --deadline-ms,"
+            " --threshold and --json"
         )
 
 
@@ -87,7 +86,9 @@ def run_text(args: argparse.Namespace, bundle: Bundle, client: CloudClient | Non
     texts = read_texts(args)
     m = bundle.manifest
     split = args.split if args.split is not None else (m.default_split if client else len(m.segments))
-    runtime = TextRuntime(bundle, client, split=split, codec=args.codec or "fp32", deadline_ms=args.deadline_ms)
+    runtime = TextRuntime(
+        bundle, client, split=split, codec=args.codec or "fp32", exits=not args.no_exits, deadline_ms=args.deadline_ms
+    )
     records = [_record(t, runtime.infer(t), m.classes) for t in texts]
     stats = runtime.stats()
     report = {"answers": records, "stats": stats}

@@ -387,6 +387,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     """Profile the bundle, write the manifest, print the costs."""
     bundle = Bundle.load(args.bundle)
+    if bundle.manifest.preprocessing.get("kind") == "text":
+        from split.textprofile import run_text
+
+        return run_text(args, bundle)
     if args.device is not None:
         device(args.device).reference_ms(args.edge_threads)  # a bad name or thread count fails before the data loads
     data = load_args_data(args, Preprocessing.from_manifest(bundle.manifest.preprocessing))

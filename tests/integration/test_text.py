@@ -181,6 +181,11 @@ def test_export_data_csv_makes_a_text_bundle(tmp_path: Path) -> None:
     assert bundle.manifest.classes == ("computers", "politics")
     assert bundle.manifest.preprocessing["policy"]["criterion"] == "patience"
     assert TextRuntime(bundle).infer("the computer crashed again").label in (0, 1)
+    assert main(["profile", "--bundle", str(out), "--data", str(path), "--runs", "2"]) == 0
+    assert Bundle.load(out).manifest.profile["text"]["tokens"] >= 1
+    assert main(["plan", "--bundle", str(out), "--network", "4g", "--json", str(tmp_path / "plan.json")]) == 0
+    assert json.loads((tmp_path / "plan.json").read_text())["plan"]["offload_rate"] == 0.0  # 2 tiny layers vs 60 ms
+    assert main(["plan", "--bundle", str(out), "--network", "4g", "--rtt", "5"]) == 1  # not both
 
 
 def _edge_args(*argv: str) -> Any:
@@ -300,3 +305,46 @@ def test_offloads_are_counted(text_model: tuple[Any, Any, Bundle, Any], text_clo
     assert stats["bytes_sent"] == sum(a.bytes_sent for a in answers) and stats["breaker"]["state"] == "closed"
     assert stats["latency_ms"]["count"] == 3
     client.close()
+
+
+def test_text_profile_feeds_the_planner(text_model: tuple[Any, Any, Bundle, Any], tmp_path: Path) -> None:
+    import shutil
+
+    from edge.planner import TEXT, Network, candidates, cost_model, plan
+    from split.textprofile import profile_text_bundle
+
+    _, tok, bundle, data = text_model
+    root = tmp_path / "b"
+    shutil.copytree(bundle.root, root)
+    raw = json.loads((root / "manifest.json").read_text())
+    raw["preprocessing"]["policy"] = {"criterion": "patience", "patience": 1}  # exits that fire
+    (root / "manifest.json").write_text(json.dumps(raw))
+    texts, labels = data.cal[0][:40], data.cal[1][:40]
+    m = profile_text_bundle(Bundle.load(root), texts, labels, runs=2)
+    p, n = m.profile, len(m.segments)
+    lengths = [tok.encode_one(t)[0].shape[1] for t in texts]
+    assert p["text"]["tokens"] == int(np.median(lengths)) and len(p["segment_ms"]) == n
+    zero, one = m.split_point(0).cost, m.split_point(1).cost
+    assert zero is not None and one is not None
+    assert zero["wire"][TEXT]["bytes"] == pytest.approx(np.mean([len(t.encode()) for t in texts]))
+    assert zero["wire"]["fp32"]["bytes"] == pytest.approx(16 * np.mean(lengths))  # int64 ids + int64 mask
+    width = m.segments[0].output.shape[-1]
+    assert one["wire"]["fp32"]["bytes"] == pytest.approx((4 * width + 8) * np.mean(lengths))
+    assert one["wire"]["fp16"]["bytes"] == pytest.approx((2 * width + 8) * np.mean(lengths))
+    runtime = TextRuntime(Bundle.load(root))
+    answers = [runtime.infer(t) for t in texts]
+    last = m.split_point(n).cost
+    assert last is not None
+    for e in m.exits:  # the profile's exit rates are what the edge does
+        assert last["exit_rates"][e.name] == pytest.approx(np.mean([a.exit == e.name for a in answers]))
+    right = [a.label == y for a, y in zip(answers, labels, strict=True)]
+    assert last["accuracy_exits"] == pytest.approx(np.mean(right))
+    assert any(a.source == "exit" for a in answers)
+    assert {a.source for a in map(TextRuntime(Bundle.load(root), exits=False).infer, texts)} == {"edge"}
+    costs = cost_model(m)
+    chosen = plan(costs, Network(5.85e6, 60.0), budget=1.0)
+    # a tiny encoder on this host against a 60 ms round trip: every text answered on the device (where every
+    # text exits before a split point, that split point ties with edge-only)
+    assert chosen.offload_rate == 0.0 and chosen.latency_ms < 60.0
+    text_route = [c for c in candidates(costs, Network(5.85e6, 60.0)) if c.codec == TEXT]
+    assert len(text_route) == 1 and text_route[0].offload_rate == 1.0 and text_route[0].latency_ms > 60.0
