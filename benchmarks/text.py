@@ -24,6 +24,7 @@ import torch
 
 from benchmarks.options import add_out
 from benchmarks.textcost import codec_fidelity, layer_ms, routes
+from benchmarks.textplan import planned
 from edge.devices import device, emulation_factor
 from netsim.profiles import PROFILES
 from protos.bundle import Bundle
@@ -52,6 +53,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="sd660", help="the device profile (edge.devices)")
     parser.add_argument("--network", default="4g", choices=sorted(PROFILES))
     parser.add_argument("--fidelity-samples", type=int, default=400, help="test texts for the codec measurement")
+    parser.add_argument(
+        "--profile-samples", type=int, default=600, help="calibration texts the planner's profile runs on"
+    )
 
 
 def _data(args: argparse.Namespace, name: str) -> TextData:
@@ -82,7 +86,10 @@ def _policies(data: TextData, cal: np.ndarray, test: np.ndarray, args: argparse.
     }
 
 
-def _one(args: argparse.Namespace, name: str, family: str, factor: float, work: Path) -> dict[str, Any]:
+def _one(
+    args: argparse.Namespace, name: str, family: str, device_ms: tuple[float, float], work: Path
+) -> dict[str, Any]:
+    factor, host = device_ms
     data = _data(args, name)
     cfg = TextConfig(
         family=family,
@@ -110,8 +117,11 @@ def _one(args: argparse.Namespace, name: str, family: str, factor: float, work: 
     fid = {s: codec_fidelity(bundle, data.test[0][: args.fidelity_samples], s) for s in range(1, args.depth)}
     hidden16 = [fid[s]["fp16"]["bytes"] for s in range(1, args.depth)]
     net = PROFILES[args.network]
-    for pol in policies.values():
+    for key, pol in policies.items():
         pol["latency"] = routes(costs, pol.pop("layer"), text_bytes, hidden16, factor, net)
+        rule = {"criterion": key, "patience": int(policies["patience"]["patience"])}
+        pol["planner"] = planned(bundle, rule, (data.cal[0], data.cal[1]), device=args.device, host_ms=host,
+                                 net=net, budget=args.budget, samples=args.profile_samples)  # fmt: skip
     return {
         "dataset": name,
         "family": family,
@@ -135,19 +145,34 @@ def _row(r: dict[str, Any], policy: str) -> str:
     lat = p["latency"]
     best = lat["hybrid"][lat["best_split"]]
     rates = " ".join(f"{x:.2f}" for x in p["test"]["exit_rate"])
+    plan = _plan_cell(p["planner"]) if "planner" in p else "-"
     return (
         f"| {r['dataset']} | {r['family']} | {policy} | {100 * r['full_accuracy']:.1f} | "
         f"{100 * p['test']['accuracy']:.1f} | {100 * p['test']['exited_early']:.0f}% | {rates} | "
         f"{p['test']['mean_layers']:.2f} | {lat['edge_ms']:.1f} | {lat['cloud_ms']:.1f} | "
-        f"{best['ms']:.1f} (s={lat['best_split']}) |"
+        f"{best['ms']:.1f} (s={lat['best_split']}) | {plan} |"
+    )
+
+
+def _plan_cell(p: dict[str, Any]) -> str:
+    """The planner's route and its expected ms, beside the expected edge-only, cloud-only (text) and best hybrid."""
+    c = p["plan"]
+    where = "edge-only" if c["split"] == p["edge_only"]["split"] else f"split {c['split']} {c['codec']}"
+    exits = "exits" if c["exits"] else "no exits"
+    return (
+        f"{where}, {exits}, {100 * c['offload_rate']:.0f}% offloaded: {c['latency_ms']:.1f}"
+        f" (edge {p['edge_only']['latency_ms']:.1f} /"
+        f" text {p['cloud_text']['latency_ms']:.1f} / hybrid {p['best_hybrid']['latency_ms']:.1f}"
+        f" at s={p['best_hybrid']['split']})"
     )
 
 
 def _table(results: list[dict[str, Any]], args: argparse.Namespace) -> str:
     head = (
         f"| dataset | family | policy | full % | hybrid % | exited early | exit rate per layer | mean layers |"
-        f" edge-only ms ({args.device}) | cloud-only ms ({args.network}) | hybrid ms |\n"
-        "|---|---|---|---|---|---|---|---|---|---|---|\n"
+        f" edge-only ms ({args.device}) | cloud-only ms ({args.network}) | hybrid ms |"
+        " planner's choice: expected ms (edge-only / text sent / best hybrid, expected) |\n"
+        "|---|---|---|---|---|---|---|---|---|---|---|---|\n"
     )
     rows = [_row(r, pol) for r in results for pol in ("entropy", "patience")]
     codec = [
@@ -176,7 +201,7 @@ def run(args: argparse.Namespace) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         for name in names:
             for family in args.families:
-                results.append(_one(args, name, family, factor, Path(tmp)))
+                results.append(_one(args, name, family, (factor, host), Path(tmp)))
                 print(f"{name} {family}: full {results[-1]['full_accuracy']:.3f}", flush=True)
     table = _table(results, args)
     print(table)
