@@ -239,7 +239,7 @@ def run(args: argparse.Namespace) -> int:
     if manifest.preprocessing.get("kind") == "text":
         from edge.textcli import run_text  # the text extra (tokenizers) only for text bundles
 
-        return run_text(args, bundle, _client(args, manifest))
+        return run_text(args, bundle, lambda: _client(args, manifest))
     if args.text or args.texts:
         raise ValueError(f"--text/--texts take a text bundle; {args.bundle} is not one (give --input or --listen)")
     client = _client(args, manifest)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -80,10 +81,12 @@ def _record(text: str, a: Answer, classes: tuple[str, ...]) -> dict[str, Any]:
     }
 
 
-def run_text(args: argparse.Namespace, bundle: Bundle, client: CloudClient | None) -> int:
-    """Answer every text; print one line each (or JSON with ``--json -``) and the counters."""
+def run_text(args: argparse.Namespace, bundle: Bundle, connect: Callable[[], CloudClient | None]) -> int:
+    """Answer every text; print one line each (or JSON with ``--json -``) and the counters. ``connect``: the
+    cloud client of ``--cloud`` (called once the options are checked)."""
     _refuse_image_options(args)
     texts = read_texts(args)
+    client = connect()
     m = bundle.manifest
     split = args.split if args.split is not None else (m.default_split if client else len(m.segments))
     runtime = TextRuntime(

@@ -228,6 +228,8 @@ def test_edge_subcommand_refuses_image_options_for_a_text_bundle(text_model: tup
     root = str(text_model[2].root)
     with pytest.raises(ValueError, match="--input, --race take image and tensor bundles; a text bundle takes --text"):
         run(_edge_args("--bundle", root, "--input", "x.npy", "--race"))
+    with pytest.raises(ValueError, match="--cloud-engine take image"):  # refused before connecting anywhere
+        run(_edge_args("--bundle", root, "--text", "x", "--cloud", "127.0.0.1:1", "--cloud-engine", "triton"))
     with pytest.raises(ValueError, match="give --text TEXT"):
         run(_edge_args("--bundle", root))
     with pytest.raises(ValueError, match="split point 1 offloads, so it needs a client"):
