@@ -53,6 +53,7 @@ def planned(
         "edge_only": edge.__dict__,
         "cloud_text": text.__dict__,
         "best_hybrid": hybrid.__dict__,
+        "candidates": [c.__dict__ for c in every],
         "tokens": manifest.profile["text"]["tokens"],
         "profile_samples": len(labels),
     }

@@ -262,7 +262,8 @@ def _split(costs: CostModel, split: int) -> SplitCost:
 
 def candidates(costs: CostModel, network: Network, energy: Energy | None = None) -> list[Candidate]:
     """Every (split, codec, exits) configuration with its expected latency, accuracy and (given ``energy``)
-    energy, fastest first."""
+    energy, fastest first; on equal latency and accuracy the one that offloads less comes first, then the later
+    split point (where every sample exits before a split point, it ties with edge-only, which needs no network)."""
     n = len(costs.segment_ms)
     out = []
     for sc in costs.splits:
@@ -278,7 +279,7 @@ def candidates(costs: CostModel, network: Network, energy: Energy | None = None)
                     accuracy = wire.accuracy_exits if exits and wire.accuracy_exits is not None else wire.accuracy
                 mj = None if energy is None else expected_energy_mj(costs, energy, sc.index, codec, exits)
                 out.append(Candidate(sc.index, codec, exits, latency, accuracy, exited, offloaded, mj))
-    return sorted(out, key=lambda c: (c.latency_ms, -c.accuracy, c.split))
+    return sorted(out, key=lambda c: (c.latency_ms, -c.accuracy, c.offload_rate, -c.split))
 
 
 def plan(
