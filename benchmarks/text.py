@@ -54,7 +54,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--network", default="4g", choices=sorted(PROFILES))
     parser.add_argument("--fidelity-samples", type=int, default=400, help="test texts for the codec measurement")
     parser.add_argument(
-        "--profile-samples", type=int, default=600, help="calibration texts the planner's profile runs on"
+        "--profile-samples",
+        type=int,
+        default=None,
+        help="calibration texts the planner's profile runs on (default: all, the texts the budget was calibrated on)",
     )
 
 

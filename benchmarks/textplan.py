@@ -30,11 +30,12 @@ def planned(
     host_ms: float,
     net: Profile,
     budget: float,
-    samples: int,
+    samples: int | None,
 ) -> dict[str, Any]:
     """The planner's choice for ``bundle`` under ``policy`` (the manifest's ``preprocessing.policy``) on ``net``,
     and the three routes it weighs it against (edge-only with exits, cloud-only sending the text, the best
-    hybrid), all as expected from the profile; ``budget`` in points."""
+    hybrid), all as expected from the profile; ``budget`` in points; ``samples``: the first calibration texts
+    profiled (``None``: all, which the budget was calibrated on, so the planner's accuracy check agrees)."""
     m = bundle.manifest
     write_manifest(bundle.root, replace(m, preprocessing={**m.preprocessing, "policy": policy}))
     texts, labels = cal[0][:samples], cal[1][:samples]
