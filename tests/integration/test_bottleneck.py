@@ -244,8 +244,11 @@ def test_the_edge_cli_offloads_through_the_bottleneck(bottlenecked, bn_cloud, di
     assert main(["edge", "--bundle", root, "--cloud", bn_cloud, "--split", "2", "--bottleneck", "--no-exits",
                  "--input", str(inputs)]) == 0  # fmt: skip
     assert capsys.readouterr().out.count("cloud") >= 4
-    with pytest.raises(EdgeError, match=r"split point 1 has no bottleneck; split points with one: \[2\]"):
-        main(["edge", "--bundle", root, "--cloud", bn_cloud, "--split", "1", "--bottleneck", "--input", str(inputs)])
+    bad = ["edge", "--bundle", root, "--cloud", bn_cloud, "--split", "1", "--bottleneck", "--input", str(inputs)]
+    assert main(bad) == 1  # the CLI's one-line error, no traceback
+    captured = capsys.readouterr()
+    assert captured.err == "edgesplit edge: error: split point 1 has no bottleneck; split points with one: [2]\n"
+    assert captured.out == ""
 
 
 def test_export_refuses_a_bad_bottleneck_before_training(tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
@@ -254,3 +257,51 @@ def test_export_refuses_a_bad_bottleneck_before_training(tmp_path: Path, capsys)
     assert main(["export", "--out", str(tmp_path / "b"), "--dataset", "digits", "--bottleneck", "2x4"]) == 1
     assert "bad bottleneck '2x4': write SPLIT:CHANNELS" in capsys.readouterr().err
     assert not (tmp_path / "b").exists()
+
+
+def test_an_int8_edge_offloads_through_a_bottleneck_as_the_reference(  # type: ignore[no-untyped-def]
+    int8_edge_bundle, trained, digits, tmp_path: Path
+) -> None:
+    """An int8 edge hands the encoder its uint8 boundary; what a real cloud answers equals the reference: the edge's
+    ONNX segments, the boundary dequantized, the torch encoder (= its ONNX export), the int8 wire, the torch
+    decoder and the frozen torch tail."""
+    from edge.policy import softmax
+
+    net = trained[1]
+    root = tmp_path / "int8-bottleneck"
+    shutil.copytree(int8_edge_bundle.root, root)
+    config = BottleneckConfig(epochs=1, max_samples=200)  # parity, not accuracy: a short training will do
+    bundle = add_bottlenecks(Bundle.load(root), net, digits.x_train, [SPEC], config, progress=False)
+    boundary = bundle.manifest.segments[2].input
+    assert boundary.datatype == "UINT8" and bundle.manifest.edge_precision == "int8"
+    coder, _ = trained_coder(bundle, net, digits.x_train, SPEC, config, progress=False)
+    x = digits.x_test[:8].astype(np.float32)
+    head = [ort.InferenceSession(str(bundle.file(s.file)), providers=["CPUExecutionProvider"])
+            for s in bundle.manifest.segments[:2]]  # fmt: skip
+    h = head[1].run(None, {bundle.manifest.segments[1].input.name: head[0].run(None, {"input": x})[0]})[0]
+    assert h.dtype == np.uint8
+    real = (h.astype(np.float32) - np.float32(boundary.zero_point)) * np.float32(boundary.scale)
+    encoder = ort.InferenceSession(str(bundle.file(bundle.manifest.bottleneck(2).encoder)),
+                                   providers=["CPUExecutionProvider"])  # fmt: skip
+    with torch.no_grad():
+        torch_code = coder.encoder(torch.from_numpy(real)).numpy()
+    np.testing.assert_allclose(encoder.run(None, {boundary.name: h})[0], torch_code, rtol=1e-4, atol=1e-5)
+    server = CloudServer(CloudConfig(bundles=(str(root),), port=0, threads=1))
+    target = f"127.0.0.1:{server.start()}"
+    client = _client(bundle, target)
+    try:
+        runtime = EdgeRuntime(bundle, split=2, cloud=client, exits=False, bottleneck=True)
+        answers = [runtime.infer(sample) for sample in x]
+    finally:
+        client.close()
+        server.stop(grace=1.0)
+    assert all(a.source == "cloud" and a.codec == "int8" and a.degraded is None for a in answers), answers
+    for i, answer in enumerate(answers):
+        code = encoder.run(None, {boundary.name: h[i : i + 1]})[0]  # the code the edge sent, through the wire
+        with torch.no_grad():
+            out = coder.decoder(
+                torch.from_numpy(decode("int8", "b2_code", encode(Codec.parse("int8"), "b2_code", code)))
+            )
+            for segment in net.segments[2:]:
+                out = segment(out)
+        np.testing.assert_allclose(answer.probabilities, softmax(out.numpy())[0], rtol=1e-3, atol=1e-4)
