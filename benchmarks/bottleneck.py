@@ -27,6 +27,7 @@ import shutil
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -121,19 +122,29 @@ def _ms(session: ort.InferenceSession, x: np.ndarray, runs: int) -> float:
     return _median_ms(partial(session.run, None, {session.get_inputs()[0].name: x[:1]}), runs)
 
 
-def _tail_ms(session: Session, name: str, x: np.ndarray, runs: int) -> float:
-    return _median_ms(partial(session.run, None, encode(Codec.parse("int8"), name, x[:1])), runs)
+def _interleaved_ms(fns: list[Callable[[], object]], runs: int, warmup: int = 5) -> list[float]:
+    """The median ms of each of ``fns``, timed in turn (one call each, ``runs`` rounds), so that a load that comes
+    and goes on the machine weighs on all of them alike."""
+    for fn in fns * warmup:
+        fn()
+    times: list[list[float]] = [[] for _ in fns]
+    for _ in range(runs):
+        for fn, timed in zip(fns, times, strict=True):
+            start = time.perf_counter()
+            fn()
+            timed.append(time.perf_counter() - start)
+    return [float(np.median(t) * 1e3) for t in times]
 
 
 def _cloud_costs(bundle: Bundle, k: int, code: np.ndarray, tensor: np.ndarray, runs: int) -> dict[str, Any]:
     """What the bottleneck at split point ``k`` adds in the cloud, int8 on the wire: ms over the plain tail's, of
     what the cloud runs (decoder, then the plain fp32 tail) and of the fused tail the first bottleneck bundles held
-    (built here, as they did); bytes in the bundle of the decoders and of those fused tails."""
+    (built here, as they did), timed in turn; bytes in the bundle of the decoders and of those fused tails."""
     m = bundle.manifest
     sp, bn = m.split_point(k), m.bottleneck(k)
-    plain_ms = _tail_ms(_session(bundle.file(sp.tails["int8"])), sp.tensor.name, tensor, runs)
-    chained_ms = _tail_ms(bottleneck_tail(bundle, k, "int8", _options()), bn.code.name, code, runs)
     assert not bn.fused and sp.tail is not None
+    plain_feeds = encode(Codec.parse("int8"), sp.tensor.name, tensor[:1])
+    code_feeds = encode(Codec.parse("int8"), bn.code.name, code[:1])
     with tempfile.TemporaryDirectory() as tmp:
         fused = Path(tmp) / "fused.onnx"
         parts = [onnx.load(str(bundle.file(f))) for f in (bn.decoders["fp32"], sp.tail)]
@@ -142,7 +153,12 @@ def _cloud_costs(bundle: Bundle, k: int, code: np.ndarray, tensor: np.ndarray, r
         for fmt in ("fp16", "int8", "int8c"):
             write_tail_variant(fused, fmt, Path(tmp) / f"fused.{fmt}.onnx")
             fused_bytes += (Path(tmp) / f"fused.{fmt}.onnx").stat().st_size
-        fused_ms = _tail_ms(_session(Path(tmp) / "fused.int8.onnx"), bn.code.name, code, runs)
+        sessions = [_session(bundle.file(sp.tails["int8"])), bottleneck_tail(bundle, k, "int8", _options()),
+                    _session(Path(tmp) / "fused.int8.onnx")]  # fmt: skip
+    feeds = [plain_feeds, code_feeds, code_feeds]
+    plain_ms, chained_ms, fused_ms = _interleaved_ms(
+        [partial(s.run, None, f) for s, f in zip(sessions, feeds, strict=True)], 3 * runs
+    )
     return {"cloud_extra_host_ms": chained_ms - plain_ms, "cloud_extra_fused_host_ms": fused_ms - plain_ms,
             "cloud_plain_host_ms": plain_ms, "bundle_bytes_cloud": sum(bundle.file(f).stat().st_size
             for f in bn.decoders.values()), "bundle_bytes_cloud_fused": fused_bytes}  # fmt: skip
@@ -244,7 +260,8 @@ def _factor(bundle: Bundle, name: str) -> float:
 def _table(results: dict[str, Any]) -> str:
     jpeg = results["jpeg90_bytes"]
     lines = [
-        f"MobileNetV2 224 px on {results['n_test']} Fashion photos; full model {100 * results['accuracy_full']:.2f}%;"
+        f"{results['family']} {results.get('image_size', 224)} px on {results['n_test']} Fashion photos;"
+        f" full model {100 * results['accuracy_full']:.2f}%;"
         f" JPEG q90 of the same photos {jpeg:.0f} B; device {results['device']} (x{results['device_factor']:.1f})",
         "| split | code (c×h×w) | bytes | ×JPEG | +zstd | plain int8 B | acc | Δ pt vs full | plain int8 acc |"
         " edge MACs | edge ms | enc ms | cloud +ms (fused) | cloud KB (fused) | train min |",
@@ -325,7 +342,8 @@ def run(args: argparse.Namespace) -> int:
         rows.append(_row(with_bottleneck(bundle, spec, net, data, args), base, y, args.runs, factor))
         print(json.dumps({k: v for k, v in rows[-1].items() if k != "training"}), file=sys.stderr)
     full_ms = sum(base["seg_ms"])
-    results = {"benchmark": "bottleneck", "model": bundle.manifest.model, "family": args.family, "n_test": len(y),
+    results = {"benchmark": "bottleneck", "model": bundle.manifest.model, "family": args.family,
+               "image_size": args.image_size, "n_test": len(y),
                "n_train": args.limit_train, "device": device(args.device).name, "device_factor": factor,
                "jpeg90_bytes": _encoded_bytes(crops)["jpeg90"],
                "accuracy_full": float((base["bounds"][-1].argmax(-1) == y).mean()), "backbone_macs": sum(base["macs"]),
