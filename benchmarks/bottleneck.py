@@ -10,8 +10,11 @@ bottleneck (``--bottleneck SPLIT:CHANNELS[:STRIDE]``, trained by :mod:`split.bot
   and the plain int8 split's;
 * the edge's compute before the split: its share of the backbone's MACs (a hook-based counter) and ms on a
   device profile (the host's ONNX Runtime median at one thread times the device's emulation factor,
-  :mod:`edge.devices`), with the encoder; the extra cloud compute (the bottleneck tail's ms over the plain tail's);
-* the training's minutes and the bytes the bottleneck adds to the bundle.
+  :mod:`edge.devices`), with the encoder; the extra cloud compute (the bottleneck tail's ms over the plain tail's:
+  decoder then the plain fp32 tail, as the cloud runs it, and beside it the fused tail the first bottleneck
+  bundles held);
+* the training's minutes and the bytes the bottleneck adds to the bundle (its decoders; the fused tails it held
+  before, for comparison).
 
 Writes ``DIR/results.json`` and ``DIR/table.md`` and prints the table.
 """
@@ -22,18 +25,23 @@ import argparse
 import json
 import shutil
 import sys
+import tempfile
 import time
+from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import onnx
 import onnxruntime as ort
 import torch
 from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
 
 from benchmarks.options import add_budget, add_out, add_training
 from benchmarks.transfer import _encoded_bytes, fashion_photos, photo_dataset
+from cloud.bottleneck import Session, bottleneck_tail
 from edge.devices import device
 from protos.bundle import Bundle
 from protos.codecs import Codec, encode
@@ -41,10 +49,12 @@ from protos.compression import compress
 from split import reference
 from split.bottleneck import BottleneckConfig, BottleneckSpec
 from split.bottleneck_export import add_bottlenecks
+from split.chain import chain
 from split.partition import ModelConfig, SplitNet
 from split.pipeline import BundleConfig, Pretrained, default_cache_dir, make_bundle
 from split.profile import _median_ms
 from split.train import TrainConfig
+from split.wire import write_tail_variant
 
 __all__ = ["add_arguments", "add_bottleneck_training", "count_macs", "run", "with_bottleneck"]
 
@@ -53,26 +63,16 @@ EPS = 1e-9
 
 
 def count_macs(net: SplitNet, input_shape: tuple[int, ...]) -> list[float]:
-    """Multiply-accumulates per segment of ``net`` for one sample (convolutions and linear layers, by hooks)."""
+    """Multiply-accumulates per segment of ``net`` for one sample: half the FLOPs that torch's FLOP counter sees
+    in the convolutions (transposed ones too) and matrix products, whatever modules call them (a traced segment
+    of EfficientNet-Lite0 calls ``conv2d`` itself, with no ``nn.Conv2d`` left to hook)."""
     counts: list[float] = []
-
-    def hook(module: nn.Module, _args: Any, out: torch.Tensor) -> None:
-        if isinstance(module, nn.Conv2d):
-            per_output = module.in_channels // module.groups * module.kernel_size[0] * module.kernel_size[1]
-        else:
-            per_output = module.in_features  # type: ignore[assignment]
-        counts[-1] += out[0].numel() * per_output
-
-    handles = [m.register_forward_hook(hook) for m in net.modules() if isinstance(m, nn.Conv2d | nn.Linear)]
-    try:
-        with torch.no_grad():
-            h = torch.zeros(1, *input_shape)
-            for segment in net.segments:
-                counts.append(0.0)
+    with torch.no_grad():
+        h = torch.zeros(1, *input_shape)
+        for segment in net.segments:
+            with FlopCounterMode(display=False) as counter:
                 h = segment(h)
-    finally:
-        for handle in handles:
-            handle.remove()
+            counts.append(counter.get_total_flops() / 2)
     return counts
 
 
@@ -81,10 +81,14 @@ def _module_macs(module: nn.Module, shape: tuple[int, ...]) -> float:
     return count_macs(net, shape)[0]
 
 
-def _session(path: Path) -> ort.InferenceSession:
+def _options() -> ort.SessionOptions:
     options = ort.SessionOptions()
     options.intra_op_num_threads = 1
-    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    return options
+
+
+def _session(path: Path) -> ort.InferenceSession:
+    return ort.InferenceSession(str(path), _options(), providers=["CPUExecutionProvider"])
 
 
 def _run(session: ort.InferenceSession, x: np.ndarray, batch: int = 64) -> np.ndarray:
@@ -92,7 +96,7 @@ def _run(session: ort.InferenceSession, x: np.ndarray, batch: int = 64) -> np.nd
     return np.concatenate([session.run(None, {name: x[i : i + batch]})[0] for i in range(0, len(x), batch)])
 
 
-def _offload(tail: ort.InferenceSession, name: str, x: np.ndarray) -> tuple[np.ndarray, float, float]:
+def _offload(tail: Session, name: str, x: np.ndarray) -> tuple[np.ndarray, float, float]:
     """Every sample sent alone with int8 (per-sample scale): the predictions, mean bytes, mean bytes with zstd."""
     codec = Codec.parse("int8")
     preds, raw, zstd = [], [], []
@@ -109,8 +113,46 @@ def _ms(session: ort.InferenceSession, x: np.ndarray, runs: int) -> float:
     return _median_ms(partial(session.run, None, {session.get_inputs()[0].name: x[:1]}), runs)
 
 
-def _tail_ms(session: ort.InferenceSession, name: str, x: np.ndarray, runs: int) -> float:
-    return _median_ms(partial(session.run, None, encode(Codec.parse("int8"), name, x[:1])), runs)
+def _interleaved_ms(fns: list[Callable[[], object]], runs: int, warmup: int = 5) -> list[float]:
+    """The median ms of each of ``fns``, timed in turn (one call each, ``runs`` rounds), so that a load that comes
+    and goes on the machine weighs on all of them alike."""
+    for fn in fns * warmup:
+        fn()
+    times: list[list[float]] = [[] for _ in fns]
+    for _ in range(runs):
+        for fn, timed in zip(fns, times, strict=True):
+            start = time.perf_counter()
+            fn()
+            timed.append(time.perf_counter() - start)
+    return [float(np.median(t) * 1e3) for t in times]
+
+
+def _cloud_costs(bundle: Bundle, k: int, code: np.ndarray, tensor: np.ndarray, runs: int) -> dict[str, Any]:
+    """What the bottleneck at split point ``k`` adds in the cloud, int8 on the wire: ms over the plain tail's, of
+    what the cloud runs (decoder, then the plain fp32 tail) and of the fused tail the first bottleneck bundles held
+    (built here, as they did), timed in turn; bytes in the bundle of the decoders and of those fused tails."""
+    m = bundle.manifest
+    sp, bn = m.split_point(k), m.bottleneck(k)
+    assert not bn.fused and sp.tail is not None
+    plain_feeds = encode(Codec.parse("int8"), sp.tensor.name, tensor[:1])
+    code_feeds = encode(Codec.parse("int8"), bn.code.name, code[:1])
+    with tempfile.TemporaryDirectory() as tmp:
+        fused = Path(tmp) / "fused.onnx"
+        parts = [onnx.load(str(bundle.file(f))) for f in (bn.decoders["fp32"], sp.tail)]
+        onnx.save(chain(parts), str(fused))
+        fused_bytes = fused.stat().st_size
+        for fmt in ("fp16", "int8", "int8c"):
+            write_tail_variant(fused, fmt, Path(tmp) / f"fused.{fmt}.onnx")
+            fused_bytes += (Path(tmp) / f"fused.{fmt}.onnx").stat().st_size
+        sessions = [_session(bundle.file(sp.tails["int8"])), bottleneck_tail(bundle, k, "int8", _options()),
+                    _session(Path(tmp) / "fused.int8.onnx")]  # fmt: skip
+    feeds = [plain_feeds, code_feeds, code_feeds]
+    plain_ms, chained_ms, fused_ms = _interleaved_ms(
+        [partial(s.run, None, f) for s, f in zip(sessions, feeds, strict=True)], 3 * runs
+    )
+    return {"cloud_extra_host_ms": chained_ms - plain_ms, "cloud_extra_fused_host_ms": fused_ms - plain_ms,
+            "cloud_plain_host_ms": plain_ms, "bundle_bytes_cloud": sum(bundle.file(f).stat().st_size
+            for f in bn.decoders.values()), "bundle_bytes_cloud_fused": fused_bytes}  # fmt: skip
 
 
 def _bundle(args: argparse.Namespace) -> tuple[Bundle, SplitNet, Any]:
@@ -167,7 +209,7 @@ def _row(bundle: Bundle, base: dict[str, Any], y: np.ndarray, runs: int, factor:
         bn, sp = m.bottleneck(k), m.split_point(k)
         enc = _session(bundle.file(bn.encoder))
         code = _run(enc, bounds[k])
-        preds, nbytes, zbytes = _offload(_session(bundle.file(bn.tails["int8"])), bn.code.name, code)
+        preds, nbytes, zbytes = _offload(bottleneck_tail(bundle, k, "int8", _options()), bn.code.name, code)
         plain_tail = _session(bundle.file(sp.tails["int8"]))
         plain, plain_bytes, plain_zstd = _offload(plain_tail, sp.tensor.name, bounds[k])
         channels = int(sp.tensor.shape[1])
@@ -179,9 +221,6 @@ def _row(bundle: Bundle, base: dict[str, Any], y: np.ndarray, runs: int, factor:
         dec_macs = _module_macs(coder.decoder, bn.code.sample_shape)
         head_ms = sum(seg_ms[:k])
         enc_ms = _ms(enc, bounds[k], runs)
-        cloud_extra = _tail_ms(_session(bundle.file(bn.tails["int8"])), bn.code.name, code, runs) - _tail_ms(
-            plain_tail, sp.tensor.name, bounds[k], runs
-        )
         rows.append({
             "split": k, "boundary": sp.name, "channels": bn.channels, "stride": bn.stride,
             "code_shape": list(bn.code.sample_shape), "tensor_shape": list(sp.tensor.sample_shape),
@@ -192,9 +231,8 @@ def _row(bundle: Bundle, base: dict[str, Any], y: np.ndarray, runs: int, factor:
                 (sum(macs[:k]) + enc_macs) / sum(macs), "encoder_macs": enc_macs, "decoder_macs": dec_macs,
             "edge_host_ms": head_ms, "encoder_host_ms": enc_ms,
             "edge_device_ms": head_ms * factor, "encoder_device_ms": enc_ms * factor,
-            "cloud_extra_host_ms": cloud_extra, "training": dict(bn.training),
+            **_cloud_costs(bundle, k, code, bounds[k], runs), "training": dict(bn.training),
             "bundle_bytes_edge": bundle.file(bn.encoder).stat().st_size,
-            "bundle_bytes_cloud": sum(bundle.file(f).stat().st_size for f in bn.tails.values()),
         })  # fmt: skip
     (row,) = rows
     return row
@@ -213,11 +251,12 @@ def _factor(bundle: Bundle, name: str) -> float:
 def _table(results: dict[str, Any]) -> str:
     jpeg = results["jpeg90_bytes"]
     lines = [
-        f"MobileNetV2 224 px on {results['n_test']} Fashion photos; full model {100 * results['accuracy_full']:.2f}%;"
+        f"{results['family']} {results.get('image_size', 224)} px on {results['n_test']} Fashion photos;"
+        f" full model {100 * results['accuracy_full']:.2f}%;"
         f" JPEG q90 of the same photos {jpeg:.0f} B; device {results['device']} (x{results['device_factor']:.1f})",
         "| split | code (c×h×w) | bytes | ×JPEG | +zstd | plain int8 B | acc | Δ pt vs full | plain int8 acc |"
-        " edge MACs | edge ms | enc ms | cloud +ms | train min |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        " edge MACs | edge ms | enc ms | cloud +ms (fused) | cloud KB (fused) | train min |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in results["bottlenecks"]:
         code = "×".join(map(str, r["code_shape"]))
@@ -226,7 +265,9 @@ def _table(results: dict[str, Any]) -> str:
             f" {r['bytes_zstd']:.0f} | {r['plain_int8_bytes']:.0f} | {100 * r['accuracy']:.2f}% |"
             f" {100 * (r['accuracy'] - results['accuracy_full']):+.2f} | {100 * r['plain_int8_accuracy']:.2f}% |"
             f" {100 * r['edge_macs_share']:.1f}% | {r['edge_device_ms']:.1f} | {r['encoder_device_ms']:.2f} |"
-            f" {r['cloud_extra_host_ms']:.2f} | {r['training']['seconds'] / 60:.1f} |"
+            f" {r['cloud_extra_host_ms']:.2f} ({r['cloud_extra_fused_host_ms']:.2f}) |"
+            f" {r['bundle_bytes_cloud'] / 1e3:.1f} ({r['bundle_bytes_cloud_fused'] / 1e3:.0f}) |"
+            f" {r['training']['seconds'] / 60:.1f} |"
         )
     return "\n".join(lines)
 
@@ -292,7 +333,8 @@ def run(args: argparse.Namespace) -> int:
         rows.append(_row(with_bottleneck(bundle, spec, net, data, args), base, y, args.runs, factor))
         print(json.dumps({k: v for k, v in rows[-1].items() if k != "training"}), file=sys.stderr)
     full_ms = sum(base["seg_ms"])
-    results = {"benchmark": "bottleneck", "model": bundle.manifest.model, "family": args.family, "n_test": len(y),
+    results = {"benchmark": "bottleneck", "model": bundle.manifest.model, "family": args.family,
+               "image_size": args.image_size, "n_test": len(y),
                "n_train": args.limit_train, "device": device(args.device).name, "device_factor": factor,
                "jpeg90_bytes": _encoded_bytes(crops)["jpeg90"],
                "accuracy_full": float((base["bounds"][-1].argmax(-1) == y).mean()), "backbone_macs": sum(base["macs"]),

@@ -13,6 +13,7 @@ import numpy as np
 import onnxruntime as ort
 
 from cloud.batcher import BatchConfig, Batcher
+from cloud.bottleneck import Session, bottleneck_tail
 from cloud.errors import FailedPrecondition, InvalidArgument
 from cloud.images import ImageInput
 from protos.bundle import IMAGE_FORMATS, WIRE_FORMATS, Bundle, Manifest
@@ -72,13 +73,11 @@ class _Tail:
     @classmethod
     def load(
         cls,
-        path: Path,
-        options: ort.SessionOptions,
+        session: Session,
         batching: BatchConfig,
         on_batch: Callable[[int, float], None],
         executor: Executor | None,
     ) -> _Tail:
-        session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         inputs = []
         for arg in session.get_inputs():
             datatype = _ORT_TYPES[arg.type]
@@ -92,6 +91,10 @@ class _Tail:
         return cls(
             tuple(inputs), Batcher(run, batched, batching, on_batch, executor), run, frozenset(i.name for i in inputs)
         )
+
+
+def _session(path: Path, options: ort.SessionOptions) -> ort.InferenceSession:
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
 def session_options(threads: int) -> ort.SessionOptions:
@@ -142,18 +145,20 @@ class TailModel:
                 on_batch(name, version, samples, seconds)
 
         self._tails: dict[tuple[int, str], _Tail] = {}
-        self._bottlenecks: dict[tuple[int, str], _Tail] = {}  # a bottleneck's tails: decoder + tail, per format
+        self._bottlenecks: dict[tuple[int, str], _Tail] = {}  # per format a bottleneck's decoder + fp32 tail
         self._by_input: dict[str, int] = {}
         self._executor = executor
         first = self.manifest.split_points[0]
         self._images = ImageInput(bundle, first.images, threads) if first.images else None
         for sp in self.manifest.split_points:
-            for fmt, file in sp.tails.items():
-                self._tails[sp.index, fmt] = _Tail.load(bundle.file(file), options, batching, observe, executor)
+            sessions = {fmt: _session(bundle.file(file), options) for fmt, file in sp.tails.items()}
+            for fmt, session in sessions.items():
+                self._tails[sp.index, fmt] = _Tail.load(session, batching, observe, executor)
             if sp.tail is not None:
                 self._by_input[sp.tensor.name] = sp.index
-            for fmt, file in sp.bottleneck.tails.items() if sp.bottleneck is not None else ():
-                self._bottlenecks[sp.index, fmt] = _Tail.load(bundle.file(file), options, batching, observe, executor)
+            for fmt in sp.bottleneck.files if sp.bottleneck is not None else ():  # decoder -> the same fp32 tail
+                session = bottleneck_tail(bundle, sp.index, fmt, options, sessions["fp32"])
+                self._bottlenecks[sp.index, fmt] = _Tail.load(session, batching, observe, executor)
 
     @property
     def name(self) -> str:

@@ -244,24 +244,35 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"--text/--texts take a text bundle; {args.bundle} is not one (give --input or --listen)")
     client = _client(args, manifest)
     split = args.split if args.split is not None else (manifest.default_split if client else len(manifest.segments))
-    slowdown, threads = device_emulation(args, manifest)
-    runtime = EdgeRuntime(
-        bundle,
-        split=split,
-        cloud=client,
-        exits=not args.no_exits,
-        codec=args.codec,
-        threads=threads,
-        slowdown=slowdown,
-        deadline_ms=args.deadline_ms,
-        race=args.race,
-        audit=_audit_config(args),
-        bottleneck=args.bottleneck,
-    )
+    runtime = _runtime(args, bundle, client, split)
     try:
         return _answer(args, runtime, client)
     finally:
         runtime.close()
+
+
+def _runtime(args: argparse.Namespace, bundle: Bundle, client: CloudClient | None, split: int) -> EdgeRuntime:
+    """The runtime the options ask for; a route the bundle does not have (a split point, codec or bottleneck) is
+    a bad option: ``ValueError``, which ``edgesplit`` reports in one line."""
+    slowdown, threads = device_emulation(args, bundle.manifest)
+    try:
+        return EdgeRuntime(
+            bundle,
+            split=split,
+            cloud=client,
+            exits=not args.no_exits,
+            codec=args.codec,
+            threads=threads,
+            slowdown=slowdown,
+            deadline_ms=args.deadline_ms,
+            race=args.race,
+            audit=_audit_config(args),
+            bottleneck=args.bottleneck,
+        )
+    except EdgeError as err:
+        if client is not None:
+            client.close()
+        raise ValueError(str(err)) from None
 
 
 def _answer(args: argparse.Namespace, runtime: EdgeRuntime, client: CloudClient | None) -> int:

@@ -396,9 +396,9 @@ class EdgeRuntime:
         if self._cloud is None:
             raise EdgeError(f"split point {split}'s bottleneck offloads to the cloud but no cloud client was given")
         chosen = Codec.parse(codec or found.codec)
-        if chosen.format not in found.tails:
+        if chosen.format not in found.files:
             raise EdgeError(
-                f"split point {split}'s bottleneck has no tail for {chosen.format!r}; formats: {sorted(found.tails)}"
+                f"split point {split}'s bottleneck takes no format {chosen.format!r}; valid: {sorted(found.files)}"
             )
         return Route(split, chosen, exits, bottleneck=True)
 

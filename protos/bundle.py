@@ -140,33 +140,51 @@ decodes and runs through the bundle's preprocessing graph and the fp32 tail (:mo
 @dataclass(frozen=True)
 class Bottleneck:
     """A learned bottleneck at a split point: the edge runs ``encoder`` (the boundary tensor -> ``code``, a few
-    channels) and sends the code; the cloud runs a bottleneck tail (decoder + the fused tail) that takes it, one
-    per wire format in ``tails``. ``codec``: the default codec of the code. ``training``: how encoder and decoder
-    were trained (distillation from the frozen model; losses, samples, seconds). The split point stays usable
-    without it: a route chooses (``bottleneck=True``)."""
+    channels) and sends the code; the cloud runs a decoder (the code -> the boundary tensor), one per wire format in
+    ``decoders``, and then the split point's own fp32 tail, so a bottleneck adds kilobytes, not a copy of the tail.
+    ``codec``: the default codec of the code. ``training``: how encoder and decoder were trained (distillation from
+    the frozen model; losses, samples, seconds). The split point stays usable without it: a route chooses
+    (``bottleneck=True``).
+
+    ``tails``: what the first bottleneck bundles (before ``decoders``) held instead, decoder + a copy of the fused
+    tail per wire format; still read and served, never written (a bottleneck has one or the other)."""
 
     channels: int
     encoder: str
     code: TensorSpec
-    tails: Mapping[str, str]
+    decoders: Mapping[str, str] = field(default_factory=dict)
     codec: str = "int8"
     stride: int = 1
     training: Mapping[str, Any] = field(default_factory=dict)
+    tails: Mapping[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         _require(self.channels > 0 and self.stride > 0, f"bottleneck: channels {self.channels} and stride"
                  f" {self.stride} must be positive")  # fmt: skip
-        bad = sorted(set(self.tails) - set(WIRE_FORMATS))
+        _require(bool(self.decoders) != bool(self.tails), "bottleneck: needs decoders (or, as the first bottleneck"
+                 " bundles wrote, fused tails), not both")  # fmt: skip
+        bad = sorted(set(self.files) - set(WIRE_FORMATS))
         _require(not bad, f"bottleneck: unknown wire formats {bad}; valid: {list(WIRE_FORMATS)}")
-        _require("fp32" in self.tails, "bottleneck: needs an fp32 tail")
+        _require("fp32" in self.files, "bottleneck: needs an fp32 decoder")
         _require(len(self.code.shape) >= 2 and self.code.shape[1] == self.channels,
                  f"bottleneck: code {self.code.shape} does not have {self.channels} channels")  # fmt: skip
+
+    @property
+    def files(self) -> Mapping[str, str]:
+        """Per wire format the cloud's file that takes the code: a decoder, or (a first bottleneck) a fused tail."""
+        return self.decoders or self.tails
+
+    @property
+    def fused(self) -> bool:
+        """Whether the cloud's files are fused tails (the first bottleneck bundles) rather than decoders."""
+        return not self.decoders
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Bottleneck:
         """From the manifest's JSON."""
-        return cls(int(data["channels"]), data["encoder"], _tensor(data["code"]), dict(data["tails"]),
-                   data.get("codec", "int8"), int(data.get("stride", 1)), data.get("training", {}))  # fmt: skip
+        return cls(int(data["channels"]), data["encoder"], _tensor(data["code"]), dict(data.get("decoders", {})),
+                   data.get("codec", "int8"), int(data.get("stride", 1)), data.get("training", {}),
+                   dict(data.get("tails", {})))  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -355,7 +373,7 @@ class Manifest:
         files |= {f for sp in self.split_points for f in sp.tails.values()}
         if self.preprocessing.get("kind") == "text":  # the tokenizer is data the edge reads (protos.texttok)
             files.add(str(self.preprocessing["tokenizer"]))
-        files |= {f for sp in self.split_points if sp.bottleneck is not None for f in sp.bottleneck.tails.values()}
+        files |= {f for sp in self.split_points if sp.bottleneck is not None for f in sp.bottleneck.files.values()}
         if self.ort_format:
             files |= set(self.ort_format["files"].values()) | {self.ort_format["operators"]}
         return tuple(sorted(files))
@@ -366,8 +384,11 @@ class Manifest:
         if not self.ort_format:
             del data["ort_format"]
         for sp in data["split_points"]:
-            if sp["bottleneck"] is None:
+            bn = sp["bottleneck"]
+            if bn is None:
                 del sp["bottleneck"]  # bundles without bottlenecks are written as before
+            else:
+                del bn["tails" if bn["decoders"] else "decoders"]
         return json.dumps(data, indent=2, sort_keys=False) + "\n"
 
     @classmethod

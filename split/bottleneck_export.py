@@ -2,9 +2,10 @@
 
 Per bottleneck at split point ``s`` the bundle gains ``bottlenecks/enc{s}.onnx`` (edge: the boundary tensor ->
 the code, ``{boundary}_code``; on an int8 edge it reads the uint8 boundary and dequantizes it first) and
-``bottlenecks/tail{s}.onnx`` (cloud: the decoder chained with the split point's fp32 tail) with its variant per
-wire format (``bottlenecks/tail{s}.{format}.onnx``). The manifest records them in the split point's
-``bottleneck``; the split point's plain tails stay, so a route can take it with or without.
+``bottlenecks/dec{s}.onnx`` (cloud: the code -> the boundary tensor, which the split point's own fp32 tail then
+takes: :mod:`cloud.bottleneck`) with its variant per wire format (``bottlenecks/dec{s}.{format}.onnx``, a few KB
+each). The manifest records them in the split point's ``bottleneck``; the split point's plain tails stay, so a route
+can take it with or without.
 
 Example:
     >>> bundle = add_bottlenecks(bundle, net, data.x_train, [BottleneckSpec(2, 4)])        # doctest: +SKIP
@@ -16,7 +17,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import tempfile
 from collections.abc import Sequence
 from dataclasses import asdict, replace
 from pathlib import Path
@@ -29,7 +29,6 @@ from onnx import TensorProto, helper, numpy_helper
 
 from protos.bundle import WIRE_FORMATS, Bottleneck, Bundle, BundleError, TensorSpec, content_hash, write_manifest
 from split.bottleneck import BottleneckConfig, BottleneckSpec, Coder, train_bottleneck
-from split.chain import chain
 from split.export import export_onnx
 from split.graphs import compact
 from split.partition import SplitNet
@@ -97,7 +96,7 @@ def _dequantizing(model: onnx.ModelProto, boundary: TensorSpec) -> onnx.ModelPro
 
 
 def _export(bundle: Bundle, coder: Coder, report: dict[str, Any], codec: str) -> Bottleneck:
-    """Write the encoder, the bottleneck tail and its variants of ``coder``; their record."""
+    """Write the encoder and the decoder (its variant per wire format) of ``coder``; their record."""
     m, root, spec = bundle.manifest, bundle.root, coder.spec
     sp = m.split_point(spec.split)
     name, shape = sp.tensor.name, sp.tensor.sample_shape
@@ -111,17 +110,14 @@ def _export(bundle: Bundle, coder: Coder, report: dict[str, Any], codec: str) ->
     if boundary.quantized:  # an int8 edge hands the encoder the uint8 tensor it hands the next segment
         model = _dequantizing(model, boundary)
     onnx.save(model, str(root / encoder))
-    tails = {"fp32": f"bottlenecks/tail{spec.split}.onnx"}
-    with tempfile.TemporaryDirectory() as tmp:
-        export_onnx(coder.decoder, code_shape, Path(tmp) / "decoder.onnx", code_name, name)
-        decoder = onnx.load(str(Path(tmp) / "decoder.onnx"))
-    fused = chain([decoder, onnx.load(str(bundle.file(sp.tails["fp32"])))], name=f"bottleneck_tail{spec.split}")
-    onnx.save(fused, str(root / tails["fp32"]))
+    decoders = {"fp32": f"bottlenecks/dec{spec.split}.onnx"}
+    export_onnx(coder.decoder, code_shape, root / decoders["fp32"], code_name, name)
+    onnx.save(compact(onnx.load(str(root / decoders["fp32"]))), str(root / decoders["fp32"]))
     for fmt in WIRE_FORMATS[1:]:
-        tails[fmt] = f"bottlenecks/tail{spec.split}.{fmt}.onnx"
-        write_tail_variant(root / tails["fp32"], fmt, root / tails[fmt])
+        decoders[fmt] = f"bottlenecks/dec{spec.split}.{fmt}.onnx"
+        write_tail_variant(root / decoders["fp32"], fmt, root / decoders[fmt])
     code = TensorSpec(code_name, (-1, *code_shape))
-    return Bottleneck(spec.channels, encoder, code, tails, codec, spec.stride, report)
+    return Bottleneck(spec.channels, encoder, code, decoders, codec, spec.stride, report)
 
 
 def add_bottlenecks(

@@ -32,6 +32,7 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 
+from cloud.bottleneck import Session, bottleneck_tail
 from edge.device import slowed
 from edge.devices import DEVICES, device
 from edge.policy import confident, criterion, softmax
@@ -51,11 +52,15 @@ PROFILED_IMAGE_CODECS = ("jpeg90", "png")
 """Split point 0's image codecs, profiled when the calibration photos are given as frames."""
 
 
-def _session(path: Path, threads: int) -> ort.InferenceSession:
+def _options(threads: int) -> ort.SessionOptions:
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
-    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    return options
+
+
+def _session(path: Path, threads: int) -> ort.InferenceSession:
+    return ort.InferenceSession(str(path), _options(threads), providers=["CPUExecutionProvider"])
 
 
 def _median_ms(fn: Callable[[], object], runs: int, warmup: int = 5) -> float:
@@ -227,29 +232,26 @@ def _split_costs(
 ) -> tuple[dict[str, float], dict[str, dict[str, float]]]:
     sp = bundle.manifest.split_point(split)
     boundary = bundle.manifest.segments[split].input  # uint8 on an int8 edge
-    return _wire_costs(bundle, sp.tensor.name, sp.tails, boundary, tensor, y, (exit_preds, offloaded), codecs, runs,
-                       threads)  # fmt: skip
+    tails = {fmt: _session(bundle.file(file), threads) for fmt, file in sp.tails.items()}
+    return _wire_costs(sp.tensor.name, tails, boundary, tensor, y, (exit_preds, offloaded), codecs, runs)
 
 
 def _wire_costs(
-    bundle: Bundle,
     name: str,
-    tails: Mapping[str, str],
+    tails: Mapping[str, Session],
     boundary: TensorSpec | None,
     tensor: np.ndarray,
     y: np.ndarray,
     cascade: tuple[np.ndarray, np.ndarray],
     codecs: Sequence[str],
     runs: int,
-    threads: int,
 ) -> tuple[dict[str, float], dict[str, dict[str, float]]]:
     """Per tail (wire format) its ms; per codec the bytes, encode and decode ms and accuracy of ``tensor``
-    (called ``name``) sent to ``tails``; ``cascade``: the exits' predictions and the offloaded mask."""
+    (called ``name``) sent to ``tails`` (sessions); ``cascade``: the exits' predictions and the offloaded mask."""
     exit_preds, offloaded = cascade
-    fp32_tail = _session(bundle.file(tails["fp32"]), threads)
+    fp32_tail = tails["fp32"]
     cloud_ms = {}
-    for fmt, file in tails.items():
-        session = _session(bundle.file(file), threads)
+    for fmt, session in tails.items():
         feeds = encode(Codec(fmt), name, tensor[:1], boundary)
         cloud_ms[fmt] = _median_ms(partial(session.run, None, feeds), runs)
     wire = {}
@@ -289,7 +291,10 @@ def _bottleneck_costs(
     feed = bundle.manifest.split_point(split).tensor.name
     code = _batched(encoder, tensor)
     encoder_ms = _median_ms(partial(slowed(encoder, slowdown).run, None, {feed: tensor[:1]}), runs)
-    cloud_ms, wire = _wire_costs(bundle, bn.code.name, bn.tails, None, code, y, cascade, codecs, runs, cloud_threads)
+    options = _options(cloud_threads)
+    plain = _session(bundle.file(bundle.manifest.split_point(split).tails["fp32"]), cloud_threads)
+    tails = {fmt: bottleneck_tail(bundle, split, fmt, options, plain) for fmt in bn.files}  # what the cloud runs
+    cloud_ms, wire = _wire_costs(bn.code.name, tails, None, code, y, cascade, codecs, runs)
     for w in wire.values():
         w["encode_ms"] += encoder_ms
     return {"bottleneck": {"encoder_ms": encoder_ms, "cloud_ms": cloud_ms, "wire": wire}}

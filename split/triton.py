@@ -11,8 +11,12 @@ Split point 0's image codecs (``jpeg<Q>``, ``png``: :mod:`protos.codecs`) have n
 needs Triton's Python backend or DALI, which this export does not write. An edge that offloads to Triton uses a
 tensor codec at split point 0 (the preprocessed ``input``); ``edgesplit cloud`` serves both.
 
-Torch- and onnx-free: the tails' inputs follow from the manifest and the wire formats, so a bundle converts
-wherever edgesplit's runtime is installed.
+A learned bottleneck's tails become ``<model>_s<split>_bn_<format>``: the bundle holds only its decoders, so
+each of these models is fused here, decoder + the split point's fp32 tail, then given the wire format's front
+(:mod:`split.wire`) — one model Triton runs, as ``edgesplit cloud`` runs the two sessions one after the other.
+
+Torch-free, and onnx-free for bundles without bottlenecks: the tails' inputs follow from the manifest and the wire
+formats, so such a bundle converts wherever edgesplit's runtime is installed; fusing a bottleneck needs onnx.
 
 Example:
     >>> models = write_repository(Bundle.load("bundle/"), Path("triton-repo"))   # doctest: +SKIP
@@ -87,6 +91,8 @@ class TritonModel:
     inputs: tuple[TensorSpec, ...]
     output: TensorSpec
     bottleneck: bool = False
+    decoder: str = ""
+    """A bottleneck's fp32 decoder, fused in front of ``source`` (the fp32 tail) when written; empty: none."""
 
     @property
     def unbatched(self) -> tuple[str, ...]:
@@ -124,21 +130,35 @@ def _model_name(prefix: str, sp: SplitPoint, fmt: str, bottleneck: bool = False)
 def _bottleneck_models(prefix: str, sp: SplitPoint, output: TensorSpec) -> list[TritonModel]:
     """The models of ``sp``'s bottleneck tails (none without a bottleneck)."""
     bn = sp.bottleneck
-    if bn is None:
+    if bn is None or sp.tail is None:
         return []
     return [
         TritonModel(
             _model_name(prefix, sp, fmt, True),
             sp.index,
             fmt,
-            bn.tails[fmt],
+            bn.tails[fmt] if bn.fused else sp.tail,  # the first bottleneck bundles held fused tails
             tail_inputs(fmt, bn.code),
             output,
             bottleneck=True,
+            decoder="" if bn.fused else bn.decoders["fp32"],
         )
         for fmt in WIRE_FORMATS
-        if fmt in bn.tails
+        if fmt in bn.files
     ]
+
+
+def _write_fused(bundle: Bundle, model: TritonModel, out: Path) -> None:
+    """``model``'s decoder chained with its fp32 tail, in ``model.format``'s variant, written to ``out``."""
+    import onnx  # a bottleneck's fusion only: plain bundles convert without onnx
+
+    from split.chain import chain
+    from split.wire import write_tail_variant
+
+    parts = [onnx.load(str(bundle.file(rel))) for rel in (model.decoder, model.source)]
+    onnx.save(chain(parts, name=model.name), str(out))
+    if model.format != "fp32":
+        write_tail_variant(out, model.format, out)
 
 
 def tail_models(bundle: Bundle, prefix: str | None = None) -> list[TritonModel]:
@@ -218,6 +238,9 @@ def write_repository(
         if target.exists():
             shutil.rmtree(target)
         (target / "1").mkdir(parents=True)
-        shutil.copyfile(bundle.file(model.source), target / "1" / "model.onnx")
+        if model.decoder:
+            _write_fused(bundle, model, target / "1" / "model.onnx")
+        else:
+            shutil.copyfile(bundle.file(model.source), target / "1" / "model.onnx")
         (target / "config.pbtxt").write_text(render_config(model, config, origin, bundle.manifest.content_hash))
     return written

@@ -12,16 +12,18 @@ from typing import Any
 
 import grpc
 import numpy as np
+import onnxruntime as ort
 import pytest
 import torch
 
+from cloud.bottleneck import bottleneck_tail
 from cloud.server import CloudConfig, CloudServer
 from edge.client import CloudClient
 from edge.errors import EdgeError
 from edge.runtime import EdgeRuntime
 from protos import inference_pb2 as pb
 from protos import inference_pb2_grpc, params
-from protos.bundle import MANIFEST, Bundle, BundleError
+from protos.bundle import MANIFEST, Bundle, BundleError, write_manifest
 from protos.codecs import Codec, decode, encode
 from protos.tensors import add_input, set_param
 from split.bottleneck import BottleneckConfig, BottleneckSpec, Coder
@@ -66,7 +68,9 @@ def test_manifest_records_the_bottleneck(bottlenecked) -> None:  # type: ignore[
     assert m.bottleneck_splits == (2,)
     bn = m.bottleneck(2)
     assert bn.code.shape == (-1, 4, 4, 4) and bn.channels == 4 and bn.stride == 2
-    assert set(bn.tails) == {"fp32", "fp16", "int8", "int8c"} and bn.encoder in m.edge_files()
+    assert set(bn.decoders) == {"fp32", "fp16", "int8", "int8c"} and bn.encoder in m.edge_files() and not bn.fused
+    tail_bytes = bundle.file(m.split_point(2).tails["fp32"]).stat().st_size
+    assert sum(bundle.file(f).stat().st_size for f in bn.decoders.values()) < tail_bytes  # no copies of the tail
     assert bn.training["samples"] == 600 and len(bn.training["loss"]) == 8
     assert bn.training["loss"][-1] < bn.training["loss"][0]
     data = json.loads((bundle.root / MANIFEST).read_text())
@@ -77,8 +81,6 @@ def test_manifest_records_the_bottleneck(bottlenecked) -> None:  # type: ignore[
 
 
 def test_torch_and_onnx_agree(bottlenecked, digits) -> None:  # type: ignore[no-untyped-def]
-    import onnxruntime as ort
-
     bundle, coder, net = bottlenecked
     m, bn = bundle.manifest, bundle.manifest.bottleneck(2)
     x = digits.x_test[:32].astype(np.float32)
@@ -92,9 +94,9 @@ def test_torch_and_onnx_agree(bottlenecked, digits) -> None:  # type: ignore[no-
     onnx_code = enc.run(None, {m.split_point(2).tensor.name: h.numpy()})[0]
     assert onnx_code.shape == (32, 4, 4, 4) and onnx_code.dtype == np.float32
     np.testing.assert_allclose(onnx_code, code.numpy(), rtol=1e-4, atol=1e-5)
-    tail = ort.InferenceSession(str(bundle.file(bn.tails["fp32"])), providers=["CPUExecutionProvider"])
+    tail = bottleneck_tail(bundle, 2, "fp32")  # the decoder, then the split point's own fp32 tail
     np.testing.assert_allclose(tail.run(None, {bn.code.name: onnx_code})[0], out.numpy(), rtol=1e-3, atol=1e-4)
-    int8 = ort.InferenceSession(str(bundle.file(bn.tails["int8"])), providers=["CPUExecutionProvider"])
+    int8 = bottleneck_tail(bundle, 2, "int8")
     wire = encode(Codec.parse("int8"), bn.code.name, onnx_code[:1])
     reference = tail.run(None, {bn.code.name: decode("int8", bn.code.name, wire)})[0]
     np.testing.assert_allclose(int8.run(None, wire)[0], reference, rtol=1e-4, atol=1e-5)
@@ -170,7 +172,39 @@ def test_triton_export_writes_the_bottleneck_tails(bottlenecked, tmp_path: Path)
     assert f"{prefix}_s2_int8" in models and f"{prefix}_s1_bn_int8" not in models  # the plain tail stays
     assert model_name(prefix, 2, Codec.parse("int8"), bottleneck=True) == int8.name
     config = (tmp_path / int8.name / "config.pbtxt").read_text()
-    assert '"edgesplit.bottleneck"' in config and (tmp_path / int8.name / "1" / "model.onnx").is_file()
+    assert '"edgesplit.bottleneck"' in config
+    fused = ort.InferenceSession(str(tmp_path / int8.name / "1" / "model.onnx"), providers=["CPUExecutionProvider"])
+    code = np.random.default_rng(0).standard_normal((3, *bundle.manifest.bottleneck(2).code.sample_shape))
+    wire = encode(Codec.parse("int8"), "b2_code", code.astype(np.float32))
+    chained = bottleneck_tail(bundle, 2, "int8").run(None, wire)[0]  # what edgesplit cloud runs
+    np.testing.assert_allclose(fused.run(None, wire)[0], chained, rtol=1e-4, atol=1e-4)
+
+
+def test_a_first_bottleneck_bundle_with_fused_tails_still_serves(bottlenecked, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """The first bottleneck bundles held decoder + a fused tail per wire format (``tails``); they still load."""
+    import onnx
+
+    from cloud.model import TailModel
+    from split.chain import chain
+    from split.wire import write_tail_variant
+
+    root = tmp_path / "first"
+    shutil.copytree(bottlenecked[0].root, root)
+    data = json.loads((root / MANIFEST).read_text())
+    sp = data["split_points"][2]
+    parts = [onnx.load(str(root / f)) for f in (sp["bottleneck"]["decoders"]["fp32"], sp["tails"]["fp32"])]
+    onnx.save(chain(parts), str(root / "bottlenecks/tail2.onnx"))
+    write_tail_variant(root / "bottlenecks/tail2.onnx", "int8", root / "bottlenecks/tail2.int8.onnx")
+    sp["bottleneck"]["tails"] = {"fp32": "bottlenecks/tail2.onnx", "int8": "bottlenecks/tail2.int8.onnx"}
+    del sp["bottleneck"]["decoders"]
+    (root / MANIFEST).write_text(json.dumps(data))
+    manifest = Bundle.load(root, verify=False).manifest
+    first = Bundle(root, write_manifest(root, manifest))
+    assert first.manifest.bottleneck(2).fused and "decoders" not in first.manifest.to_json()
+    code = np.random.default_rng(1).standard_normal((2, 4, 4, 4)).astype(np.float32)
+    wire = encode(Codec.parse("int8"), "b2_code", code)
+    served = TailModel(Bundle.load(root), threads=1).infer(2, wire, "int8", bottleneck=True)
+    np.testing.assert_allclose(served, bottleneck_tail(bottlenecked[0], 2, "int8").run(None, wire)[0], atol=1e-4)
 
 
 def test_profile_and_planner_consider_the_bottleneck(bottlenecked, digits, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
@@ -210,8 +244,11 @@ def test_the_edge_cli_offloads_through_the_bottleneck(bottlenecked, bn_cloud, di
     assert main(["edge", "--bundle", root, "--cloud", bn_cloud, "--split", "2", "--bottleneck", "--no-exits",
                  "--input", str(inputs)]) == 0  # fmt: skip
     assert capsys.readouterr().out.count("cloud") >= 4
-    with pytest.raises(EdgeError, match=r"split point 1 has no bottleneck; split points with one: \[2\]"):
-        main(["edge", "--bundle", root, "--cloud", bn_cloud, "--split", "1", "--bottleneck", "--input", str(inputs)])
+    bad = ["edge", "--bundle", root, "--cloud", bn_cloud, "--split", "1", "--bottleneck", "--input", str(inputs)]
+    assert main(bad) == 1  # the CLI's one-line error, no traceback
+    captured = capsys.readouterr()
+    assert captured.err == "edgesplit edge: error: split point 1 has no bottleneck; split points with one: [2]\n"
+    assert captured.out == ""
 
 
 def test_export_refuses_a_bad_bottleneck_before_training(tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
@@ -220,3 +257,51 @@ def test_export_refuses_a_bad_bottleneck_before_training(tmp_path: Path, capsys)
     assert main(["export", "--out", str(tmp_path / "b"), "--dataset", "digits", "--bottleneck", "2x4"]) == 1
     assert "bad bottleneck '2x4': write SPLIT:CHANNELS" in capsys.readouterr().err
     assert not (tmp_path / "b").exists()
+
+
+def test_an_int8_edge_offloads_through_a_bottleneck_as_the_reference(  # type: ignore[no-untyped-def]
+    int8_edge_bundle, trained, digits, tmp_path: Path
+) -> None:
+    """An int8 edge hands the encoder its uint8 boundary; what a real cloud answers equals the reference: the edge's
+    ONNX segments, the boundary dequantized, the torch encoder (= its ONNX export), the int8 wire, the torch
+    decoder and the frozen torch tail."""
+    from edge.policy import softmax
+
+    net = trained[1]
+    root = tmp_path / "int8-bottleneck"
+    shutil.copytree(int8_edge_bundle.root, root)
+    config = BottleneckConfig(epochs=1, max_samples=200)  # parity, not accuracy: a short training will do
+    bundle = add_bottlenecks(Bundle.load(root), net, digits.x_train, [SPEC], config, progress=False)
+    boundary = bundle.manifest.segments[2].input
+    assert boundary.datatype == "UINT8" and bundle.manifest.edge_precision == "int8"
+    coder, _ = trained_coder(bundle, net, digits.x_train, SPEC, config, progress=False)
+    x = digits.x_test[:8].astype(np.float32)
+    head = [ort.InferenceSession(str(bundle.file(s.file)), providers=["CPUExecutionProvider"])
+            for s in bundle.manifest.segments[:2]]  # fmt: skip
+    h = head[1].run(None, {bundle.manifest.segments[1].input.name: head[0].run(None, {"input": x})[0]})[0]
+    assert h.dtype == np.uint8
+    real = (h.astype(np.float32) - np.float32(boundary.zero_point)) * np.float32(boundary.scale)
+    encoder = ort.InferenceSession(str(bundle.file(bundle.manifest.bottleneck(2).encoder)),
+                                   providers=["CPUExecutionProvider"])  # fmt: skip
+    with torch.no_grad():
+        torch_code = coder.encoder(torch.from_numpy(real)).numpy()
+    np.testing.assert_allclose(encoder.run(None, {boundary.name: h})[0], torch_code, rtol=1e-4, atol=1e-5)
+    server = CloudServer(CloudConfig(bundles=(str(root),), port=0, threads=1))
+    target = f"127.0.0.1:{server.start()}"
+    client = _client(bundle, target)
+    try:
+        runtime = EdgeRuntime(bundle, split=2, cloud=client, exits=False, bottleneck=True)
+        answers = [runtime.infer(sample) for sample in x]
+    finally:
+        client.close()
+        server.stop(grace=1.0)
+    assert all(a.source == "cloud" and a.codec == "int8" and a.degraded is None for a in answers), answers
+    for i, answer in enumerate(answers):
+        code = encoder.run(None, {boundary.name: h[i : i + 1]})[0]  # the code the edge sent, through the wire
+        with torch.no_grad():
+            out = coder.decoder(
+                torch.from_numpy(decode("int8", "b2_code", encode(Codec.parse("int8"), "b2_code", code)))
+            )
+            for segment in net.segments[2:]:
+                out = segment(out)
+        np.testing.assert_allclose(answer.probabilities, softmax(out.numpy())[0], rtol=1e-3, atol=1e-4)
