@@ -31,7 +31,6 @@ import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, fields, replace
-from functools import partial
 from typing import Any
 
 import numpy as np
@@ -484,9 +483,8 @@ class EdgeRuntime:
             sample, name = encoder.run(None, {name: sample})[0], code
         # once: a retry sends the same bytes (a code is float32 even on an int8 edge)
         wire = encode(route.codec, name, sample, None if route.bottleneck else boundary)
-        send = partial(cloud.send, bottleneck=True) if route.bottleneck else cloud.send
         offload = Offload(
-            lambda timeout_s: send(route.split, wire, timeout_s, route.codec),
+            lambda timeout_s: cloud.send(route.split, wire, timeout_s, route.codec, bottleneck=route.bottleneck),
             run.deadline,
             breaker=self.breaker,
             retry=self.retry,

@@ -59,7 +59,7 @@ def _options(threads: int) -> ort.SessionOptions:
     return options
 
 
-def _session(path: Path, threads: int) -> ort.InferenceSession:
+def _session(path: str | Path, threads: int) -> ort.InferenceSession:
     return ort.InferenceSession(str(path), _options(threads), providers=["CPUExecutionProvider"])
 
 

@@ -20,14 +20,12 @@ from __future__ import annotations
 
 import argparse
 import itertools
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 from functools import partial
 from typing import Any
 
 import numpy as np
-import onnxruntime as ort
 
 from edge.device import slowed
 from edge.patience import patience_layers
@@ -39,27 +37,9 @@ from protos.bundle import Bundle, Manifest, write_manifest
 from protos.codecs import Codec, encode
 from protos.tensors import add_input, add_output, request_inputs
 from protos.texttok import TextTokenizer
-from split.profile import _device_record
+from split.profile import _device_record, _median_ms, _session
 
 __all__ = ["answer_layers", "profile_text_bundle", "run_text"]
-
-
-def _session(path: str, threads: int) -> ort.InferenceSession:
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    return ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
-
-
-def _median_ms(fn: Callable[[], object], runs: int, warmup: int = 3) -> float:
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return float(np.median(times) * 1e3)
 
 
 def _request(feeds: dict[str, np.ndarray]) -> bytes:
